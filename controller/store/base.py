@@ -1,0 +1,170 @@
+"""The store interface: node registry, leader election and quarantine state.
+
+Three implementations keep the same contract (tests/store/test_contract.py runs
+the same tests against each):
+
+- ``MemoryStore``: in-process, driven by an injected clock; for unit tests.
+- ``EmbeddedStore``: one sqlite file, one controller (the file is locked).
+- ``EtcdStore``: etcd v3 through its HTTP gateway (etcd3gw); required for HA.
+
+Values the controller keeps (node facts, quarantine records) are opaque bytes
+to the store: serialization belongs to the caller. All methods are coroutines;
+implementations backed by blocking clients run them in a worker thread.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+
+
+class StoreError(Exception):
+    """The store failed an operation; the message names the store and the cause."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (etcd down, file unreadable)."""
+
+
+class StoreLocked(StoreError):
+    """The embedded store file is held by another controller process."""
+
+
+class FencingError(StoreError):
+    """A mutation carried a leader revision that is no longer the current leader's."""
+
+
+@dataclass(frozen=True)
+class NodeRegistration:
+    """What an executor announces when it registers."""
+
+    name: str
+    address: str
+    version: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    facts: bytes = b""  # serialized novaops.v1.HostFacts
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A registered node and its liveness as the store sees it now."""
+
+    name: str
+    address: str
+    version: str
+    labels: dict[str, str]
+    facts: bytes
+    registered_at: float  # wall seconds
+    last_heartbeat: float | None  # wall seconds of the last heartbeat, if any
+    health: int  # novaops.v1.HealthStatus value last reported
+    up: bool  # liveness lease alive
+
+
+@dataclass(frozen=True)
+class LeaderRecord:
+    """Who leads, since when, and the fencing revision of its term."""
+
+    name: str
+    address: str
+    since: float  # wall seconds
+    revision: int  # store revision at which the term began (fencing token)
+    lease_ttl: int  # seconds
+
+
+@dataclass(frozen=True)
+class LeaderTerm:
+    """A won election, as held by the winner: pass it back to keep or resign it."""
+
+    record: LeaderRecord
+    lease_id: int
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One append-only history entry: its sequence number and opaque payload."""
+
+    sequence: int
+    payload: bytes
+
+
+class Store(abc.ABC):
+    """Persistence for the controller. Every replica talks to the same store."""
+
+    kind: str  # "memory" | "embedded" | "etcd"
+
+    @property
+    @abc.abstractmethod
+    def endpoint(self) -> str:
+        """Where the store lives (file path or endpoint list), for status output."""
+
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Connect or open the file. Raises StoreUnavailable or StoreLocked."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Release connections, locks and leases held only by this process."""
+
+    # -- node registry -------------------------------------------------------
+
+    @abc.abstractmethod
+    async def register_node(self, registration: NodeRegistration) -> None:
+        """Create or update a node record (idempotent). Does not mark it up."""
+
+    @abc.abstractmethod
+    async def heartbeat(self, name: str, ttl_seconds: float, health: int) -> bool:
+        """Renew the node's liveness for ttl_seconds; False if the node is unknown."""
+
+    @abc.abstractmethod
+    async def list_nodes(self) -> list[NodeRecord]:
+        """Every registered node with current liveness, sorted by name."""
+
+    @abc.abstractmethod
+    async def get_node(self, name: str) -> NodeRecord | None:
+        """One node, or None."""
+
+    @abc.abstractmethod
+    async def remove_node(self, name: str) -> bool:
+        """Forget a node (record and liveness); False if it was unknown."""
+
+    # -- leader election -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def campaign(self, name: str, address: str, ttl_seconds: int) -> LeaderTerm | None:
+        """Try once to become leader; return the term if won, None if another leads."""
+
+    @abc.abstractmethod
+    async def keep_leadership(self, term: LeaderTerm) -> bool:
+        """Renew the term's lease; False when the term is lost (lease expired/replaced)."""
+
+    @abc.abstractmethod
+    async def resign(self, term: LeaderTerm) -> None:
+        """Give up leadership now if still held (idempotent)."""
+
+    @abc.abstractmethod
+    async def get_leader(self) -> LeaderRecord | None:
+        """The current leader, or None when nobody holds the lease."""
+
+    # -- quarantine state (fenced by the leader's term) ------------------------
+
+    @abc.abstractmethod
+    async def put_quarantine(
+        self, node: str, record: bytes, history: bytes, fence: LeaderTerm
+    ) -> int:
+        """Set a node's quarantine record and append a history entry atomically.
+
+        Raises FencingError when ``fence`` is not the current leader term.
+        Returns the history entry's sequence number.
+        """
+
+    @abc.abstractmethod
+    async def delete_quarantine(self, node: str, history: bytes, fence: LeaderTerm) -> int:
+        """Remove a node's quarantine record and append a history entry atomically."""
+
+    @abc.abstractmethod
+    async def get_quarantines(self) -> dict[str, bytes]:
+        """Current quarantine records by node name."""
+
+    @abc.abstractmethod
+    async def get_history(self, node: str | None = None) -> list[HistoryEntry]:
+        """History entries in sequence order (payloads are opaque)."""
