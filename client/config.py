@@ -19,6 +19,13 @@ DEFAULT_CLIENT_CONFIG = Path("~/.config/novaops/config.toml")
 CONFIG_ENV = "NOVAOPS_CONFIG"
 
 
+# Builtin aliases: ConfigSection has methods named str/int/float/bool.
+_Str = str
+_Int = int
+_Float = float
+_Bool = bool
+
+
 class ConfigError(Exception):
     """A configuration file is missing or holds a value of the wrong kind."""
 
@@ -26,22 +33,22 @@ class ConfigError(Exception):
 class ConfigSection:
     """Typed access to one table of a TOML document, remembering where it came from."""
 
-    def __init__(self, path: Path, data: Mapping[str, Any], prefix: str = "") -> None:
-        self.path = path
+    def __init__(self, path: Path, data: Mapping[_Str, Any], prefix: _Str = "") -> None:
+        self.source = path
         self._data = data
         self._prefix = prefix
 
-    def _key(self, key: str) -> str:
+    def _key(self, key: _Str) -> _Str:
         return f"{self._prefix}{key}"
 
-    def error(self, key: str, expected: str, got: object = None) -> ConfigError:
+    def error(self, key: _Str, expected: _Str, got: object = None) -> ConfigError:
         suffix = "" if got is None else f", got {got!r}"
-        return ConfigError(f"{self.path}: key '{self._key(key)}': expected {expected}{suffix}")
+        return ConfigError(f"{self.source}: key '{self._key(key)}': expected {expected}{suffix}")
 
-    def has(self, key: str) -> bool:
+    def has(self, key: _Str) -> _Bool:
         return key in self._data
 
-    def section(self, key: str, *, required: bool = False) -> ConfigSection:
+    def section(self, key: _Str, *, required: _Bool = False) -> ConfigSection:
         value = self._data.get(key)
         if value is None:
             if required:
@@ -49,85 +56,85 @@ class ConfigSection:
             value = {}
         if not isinstance(value, Mapping):
             raise self.error(key, "a table", value)
-        return ConfigSection(self.path, value, f"{self._key(key)}.")
+        return ConfigSection(self.source, value, f"{self._key(key)}.")
 
-    def str(self, key: str, default: str | None = None) -> str:
+    def str(self, key: _Str, default: _Str | None = None) -> _Str:
         value = self._data.get(key, default)
         if value is None:
             raise self.error(key, "a string (required)")
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, _Str) or not value:
             raise self.error(key, "a non-empty string", value)
         return value
 
-    def optional_str(self, key: str) -> str | None:
+    def optional_str(self, key: _Str) -> _Str | None:
         if key not in self._data:
             return None
         return self.str(key)
 
-    def int(self, key: str, default: int | None = None, *, minimum: int | None = None) -> int:
+    def int(self, key: _Str, default: _Int | None = None, *, minimum: _Int | None = None) -> _Int:
         value = self._data.get(key, default)
         if value is None:
             raise self.error(key, "an integer (required)")
-        if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, _Bool) or not isinstance(value, _Int):
             raise self.error(key, "an integer", value)
         if minimum is not None and value < minimum:
             raise self.error(key, f"an integer >= {minimum}", value)
         return value
 
-    def float(self, key: str, default: float | None = None, *, minimum: float = 0.0) -> float:
+    def float(self, key: _Str, default: _Float | None = None, *, minimum: _Float = 0.0) -> _Float:
         value = self._data.get(key, default)
         if value is None:
             raise self.error(key, "a number (required)")
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, _Bool) or not isinstance(value, _Int | _Float):
             raise self.error(key, "a number", value)
         if value < minimum:
             raise self.error(key, f"a number >= {minimum}", value)
-        return float(value)
+        return _Float(value)
 
-    def bool(self, key: str, default: bool | None = None) -> bool:
+    def bool(self, key: _Str, default: _Bool | None = None) -> _Bool:
         value = self._data.get(key, default)
-        if not isinstance(value, bool):
+        if not isinstance(value, _Bool):
             raise self.error(key, "true or false", value)
         return value
 
-    def str_list(self, key: str, default: list[str] | None = None) -> list[str]:
+    def str_list(self, key: _Str, default: list[_Str] | None = None) -> list[_Str]:
         value = self._data.get(key, default)
         if value is None:
             raise self.error(key, "a list of strings (required)")
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        if not isinstance(value, list) or not all(isinstance(v, _Str) and v for v in value):
             raise self.error(key, "a list of non-empty strings", value)
         return list(value)
 
-    def str_map(self, key: str) -> dict[str, str]:
+    def str_map(self, key: _Str) -> dict[_Str, _Str]:
         value = self._data.get(key, {})
         if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+            isinstance(k, _Str) and isinstance(v, _Str) for k, v in value.items()
         ):
             raise self.error(key, "a table of string values", value)
         return dict(value)
 
-    def path(self, key: str, default: str | None = None, *, must_exist: bool = False) -> Path:
+    def path(self, key: _Str, default: _Str | None = None, *, must_exist: _Bool = False) -> Path:
         """A path; relative paths are resolved against the config file's folder."""
         raw = self.str(key, default)
         resolved = Path(raw).expanduser()
         if not resolved.is_absolute():
-            resolved = self.path.parent / resolved
+            resolved = self.source.parent / resolved
         if must_exist and not resolved.exists():
             raise self.error(key, "a path to an existing file or folder", raw)
         return resolved
 
-    def choice(self, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+    def choice(self, key: _Str, choices: tuple[_Str, ...], default: _Str | None = None) -> _Str:
         value = self.str(key, default)
         if value not in choices:
             raise self.error(key, "one of " + "|".join(choices), value)
         return value
 
-    def address(self, key: str, default: str | None = None) -> str:
+    def address(self, key: _Str, default: _Str | None = None) -> _Str:
         value = self.str(key, default)
         check_address(value, lambda: self.error(key, "host:port", value))
         return value
 
-    def addresses(self, key: str) -> list[str]:
+    def addresses(self, key: _Str) -> list[_Str]:
         values = self.str_list(key)
         if not values:
             raise self.error(key, "at least one host:port")
@@ -194,7 +201,7 @@ class ClientConfig:
     def load(path: Path) -> ClientConfig:
         doc = load_toml(path)
         return ClientConfig(
-            path=doc.path,
+            path=doc.source,
             controllers=doc.addresses("controllers"),
             tls=TLSFiles.from_section(doc),
             timeout_seconds=doc.float("timeout_seconds", 10.0, minimum=0.1),

@@ -8,12 +8,17 @@ and callers log a warning when they use it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-
 from novaops.client.config import TLSFiles
 from novaops.pki.identity import Identity, IdentityError, identity_from_pem
+
+if TYPE_CHECKING:
+    AioContext = grpc.aio.ServicerContext[Any, Any]
+else:
+    AioContext = grpc.aio.ServicerContext
+"""The servicer context of grpc.aio handlers, for annotations."""
 
 # gRPC options every novaops channel uses: bounded message size, keepalive so a
 # dead peer is noticed, and no retries hidden inside the channel (fan-out
@@ -34,7 +39,9 @@ def _read(tls: TLSFiles) -> tuple[bytes, bytes, bytes]:
 
 def channel_credentials(tls: TLSFiles) -> grpc.ChannelCredentials:
     ca, cert, key = _read(tls)
-    return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
+    return grpc.ssl_channel_credentials(
+        root_certificates=ca, private_key=key, certificate_chain=cert
+    )
 
 
 def server_credentials(tls: TLSFiles) -> grpc.ServerCredentials:
@@ -59,15 +66,15 @@ def secure_channel(target: str, tls: TLSFiles) -> grpc.Channel:
     return grpc.secure_channel(target, channel_credentials(tls), options=CHANNEL_OPTIONS)
 
 
-def peer_identity(context: grpc.ServicerContext | grpc.aio.ServicerContext) -> Identity | None:
+def peer_identity(context: grpc.ServicerContext | AioContext) -> Identity | None:
     """The caller's novaops identity from its verified certificate, or None.
 
     None means no certificate (insecure mode) or one without a novaops identity;
     servers treat that as unauthenticated.
     """
     auth = context.auth_context()
-    pems = auth.get("x509_pem_cert") or []
-    if not pems:
+    pems = list(auth.get("x509_pem_cert") or [])
+    if not pems or not isinstance(pems[0], bytes):
         return None
     try:
         return identity_from_pem(pems[0])

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 TRUST_DOMAIN = "novaops"
 _NAME = re.compile(r"^[a-z0-9]([a-z0-9._-]{0,61}[a-z0-9])?$")
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     CONTROLLER = "controller"
     EXECUTOR = "executor"
     VIEWER = "viewer"

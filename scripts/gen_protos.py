@@ -79,11 +79,16 @@ def main() -> int:
                 if not (PACKAGE_DIR / p.name).exists()
                 or not filecmp.cmp(p, PACKAGE_DIR / p.name, shallow=False)
             ]
-            committed = {p.name for p in PACKAGE_DIR.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
+            committed = {
+                p.name for p in PACKAGE_DIR.iterdir() if p.name.endswith(GENERATED_SUFFIXES)
+            }
             extra = sorted(committed - {p.name for p in generated})
             if stale or extra:
-                print(f"gen_protos: stale generated code: {', '.join(stale + extra)}; "
-                      "run python scripts/gen_protos.py", file=sys.stderr)
+                print(
+                    f"gen_protos: stale generated code: {', '.join(stale + extra)}; "
+                    "run python scripts/gen_protos.py",
+                    file=sys.stderr,
+                )
                 return 1
             print("gen_protos: generated code is up to date")
             return 0

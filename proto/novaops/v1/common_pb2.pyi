@@ -157,9 +157,7 @@ class CheckResult(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[str] = ...
-        ) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
     NODE_FIELD_NUMBER: _ClassVar[int]
     CHECK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -188,9 +186,7 @@ class CheckResult(_message.Message):
         summary: _Optional[str] = ...,
         evidence: _Optional[_Mapping[str, str]] = ...,
         remediation: _Optional[_Iterable[_Union[RemediationStep, _Mapping]]] = ...,
-        observed_at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         event_id: _Optional[str] = ...,
     ) -> None: ...
 
@@ -258,9 +254,7 @@ class HostFacts(_message.Message):
         libvirt_error: _Optional[str] = ...,
         cpu_count: _Optional[int] = ...,
         memory_bytes: _Optional[int] = ...,
-        boot_time: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        boot_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
     ) -> None: ...
 
 class Domain(_message.Message):
@@ -317,9 +311,7 @@ class Inventory(_message.Message):
     def __init__(
         self,
         domains: _Optional[_Iterable[_Union[Domain, _Mapping]]] = ...,
-        observed_at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         libvirt_error: _Optional[str] = ...,
     ) -> None: ...
 
@@ -345,9 +337,7 @@ class QuarantineRecord(_message.Message):
         reason: _Optional[str] = ...,
         actor: _Optional[str] = ...,
         source: _Optional[_Union[QuarantineSource, str]] = ...,
-        since: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         causes: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ...,
         event_ids: _Optional[_Iterable[str]] = ...,
     ) -> None: ...
@@ -390,9 +380,7 @@ class QuarantineHistoryEntry(_message.Message):
         reason: _Optional[str] = ...,
         actor: _Optional[str] = ...,
         source: _Optional[_Union[QuarantineSource, str]] = ...,
-        at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         forced: _Optional[bool] = ...,
         event_ids: _Optional[_Iterable[str]] = ...,
     ) -> None: ...

@@ -19,9 +19,7 @@ class RegisterRequest(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[str] = ...
-        ) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
     NODE_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -43,12 +41,7 @@ class RegisterRequest(_message.Message):
     ) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = (
-        "heartbeat_interval_ms",
-        "missed_heartbeats_limit",
-        "controller",
-        "quarantined",
-    )
+    __slots__ = ("heartbeat_interval_ms", "missed_heartbeats_limit", "controller", "quarantined")
     HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     MISSED_HEARTBEATS_LIMIT_FIELD_NUMBER: _ClassVar[int]
     CONTROLLER_FIELD_NUMBER: _ClassVar[int]
@@ -113,9 +106,7 @@ class NodeInfo(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[str] = ...
-        ) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
     NAME_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
@@ -159,9 +150,7 @@ class ListNodesResponse(_message.Message):
     __slots__ = ("nodes",)
     NODES_FIELD_NUMBER: _ClassVar[int]
     nodes: _containers.RepeatedCompositeFieldContainer[NodeInfo]
-    def __init__(
-        self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...
-    ) -> None: ...
+    def __init__(self, nodes: _Optional[_Iterable[_Union[NodeInfo, _Mapping]]] = ...) -> None: ...
 
 class GetClusterStatusRequest(_message.Message):
     __slots__ = ()
@@ -238,9 +227,7 @@ class LeaderInfo(_message.Message):
         self,
         name: _Optional[str] = ...,
         address: _Optional[str] = ...,
-        since: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         revision: _Optional[int] = ...,
         lease_ttl_seconds: _Optional[int] = ...,
     ) -> None: ...
@@ -254,10 +241,7 @@ class TransferLeadershipRequest(_message.Message):
     dry_run: bool
     reason: str
     def __init__(
-        self,
-        to: _Optional[str] = ...,
-        dry_run: _Optional[bool] = ...,
-        reason: _Optional[str] = ...,
+        self, to: _Optional[str] = ..., dry_run: _Optional[bool] = ..., reason: _Optional[str] = ...
     ) -> None: ...
 
 class TransferLeadershipResponse(_message.Message):
@@ -267,9 +251,7 @@ class TransferLeadershipResponse(_message.Message):
     previous: LeaderInfo
     message: str
     def __init__(
-        self,
-        previous: _Optional[_Union[LeaderInfo, _Mapping]] = ...,
-        message: _Optional[str] = ...,
+        self, previous: _Optional[_Union[LeaderInfo, _Mapping]] = ..., message: _Optional[str] = ...
     ) -> None: ...
 
 class WatchEventsRequest(_message.Message):
@@ -295,9 +277,7 @@ class ClusterEvent(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[str] = ...
-        ) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
 
     ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
@@ -319,22 +299,13 @@ class ClusterEvent(_message.Message):
         kind: _Optional[str] = ...,
         node: _Optional[str] = ...,
         message: _Optional[str] = ...,
-        at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         attributes: _Optional[_Mapping[str, str]] = ...,
         cause_ids: _Optional[_Iterable[str]] = ...,
     ) -> None: ...
 
 class FleetHealthRequest(_message.Message):
-    __slots__ = (
-        "selector",
-        "deadlines",
-        "include_checks",
-        "recover",
-        "verify_clean",
-        "dry_run",
-    )
+    __slots__ = ("selector", "deadlines", "include_checks", "recover", "verify_clean", "dry_run")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     DEADLINES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CHECKS_FIELD_NUMBER: _ClassVar[int]
@@ -552,10 +523,7 @@ class ListQuarantinesResponse(_message.Message):
     RECORDS_FIELD_NUMBER: _ClassVar[int]
     records: _containers.RepeatedCompositeFieldContainer[_common_pb2.QuarantineRecord]
     def __init__(
-        self,
-        records: _Optional[
-            _Iterable[_Union[_common_pb2.QuarantineRecord, _Mapping]]
-        ] = ...,
+        self, records: _Optional[_Iterable[_Union[_common_pb2.QuarantineRecord, _Mapping]]] = ...
     ) -> None: ...
 
 class GetQuarantineHistoryRequest(_message.Message):
@@ -564,21 +532,15 @@ class GetQuarantineHistoryRequest(_message.Message):
     LIMIT_FIELD_NUMBER: _ClassVar[int]
     node: str
     limit: int
-    def __init__(
-        self, node: _Optional[str] = ..., limit: _Optional[int] = ...
-    ) -> None: ...
+    def __init__(self, node: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
 
 class GetQuarantineHistoryResponse(_message.Message):
     __slots__ = ("entries",)
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
-    entries: _containers.RepeatedCompositeFieldContainer[
-        _common_pb2.QuarantineHistoryEntry
-    ]
+    entries: _containers.RepeatedCompositeFieldContainer[_common_pb2.QuarantineHistoryEntry]
     def __init__(
         self,
-        entries: _Optional[
-            _Iterable[_Union[_common_pb2.QuarantineHistoryEntry, _Mapping]]
-        ] = ...,
+        entries: _Optional[_Iterable[_Union[_common_pb2.QuarantineHistoryEntry, _Mapping]]] = ...,
     ) -> None: ...
 
 class GetAutomationStatusRequest(_message.Message):

@@ -14,9 +14,7 @@ _version_not_supported = False
 try:
     from grpc._utilities import first_version_is_lower
 
-    _version_not_supported = first_version_is_lower(
-        GRPC_VERSION, GRPC_GENERATED_VERSION
-    )
+    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
 except ImportError:
     _version_not_supported = True
 
@@ -88,9 +86,7 @@ def add_RegistryServiceServicer_to_server(servicer, server):
         "novaops.v1.RegistryService", rpc_method_handlers
     )
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers(
-        "novaops.v1.RegistryService", rpc_method_handlers
-    )
+    server.add_registered_method_handlers("novaops.v1.RegistryService", rpc_method_handlers)
 
 
 # This class is part of an EXPERIMENTAL API.
@@ -267,9 +263,7 @@ def add_ClusterServiceServicer_to_server(servicer, server):
         "novaops.v1.ClusterService", rpc_method_handlers
     )
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers(
-        "novaops.v1.ClusterService", rpc_method_handlers
-    )
+    server.add_registered_method_handlers("novaops.v1.ClusterService", rpc_method_handlers)
 
 
 # This class is part of an EXPERIMENTAL API.
@@ -555,9 +549,7 @@ def add_FleetServiceServicer_to_server(servicer, server):
         "novaops.v1.FleetService", rpc_method_handlers
     )
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers(
-        "novaops.v1.FleetService", rpc_method_handlers
-    )
+    server.add_registered_method_handlers("novaops.v1.FleetService", rpc_method_handlers)
 
 
 # This class is part of an EXPERIMENTAL API.
@@ -837,9 +829,7 @@ def add_QuarantineServiceServicer_to_server(servicer, server):
         "novaops.v1.QuarantineService", rpc_method_handlers
     )
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers(
-        "novaops.v1.QuarantineService", rpc_method_handlers
-    )
+    server.add_registered_method_handlers("novaops.v1.QuarantineService", rpc_method_handlers)
 
 
 # This class is part of an EXPERIMENTAL API.
@@ -1057,9 +1047,7 @@ def add_AutomationServiceServicer_to_server(servicer, server):
         "novaops.v1.AutomationService", rpc_method_handlers
     )
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers(
-        "novaops.v1.AutomationService", rpc_method_handlers
-    )
+    server.add_registered_method_handlers("novaops.v1.AutomationService", rpc_method_handlers)
 
 
 # This class is part of an EXPERIMENTAL API.

@@ -18,15 +18,7 @@ class GetHealthRequest(_message.Message):
     def __init__(self, include_checks: _Optional[bool] = ...) -> None: ...
 
 class NodeHealth(_message.Message):
-    __slots__ = (
-        "node",
-        "status",
-        "facts",
-        "checks",
-        "version",
-        "started_at",
-        "quarantined",
-    )
+    __slots__ = ("node", "status", "facts", "checks", "version", "started_at", "quarantined")
     NODE_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
@@ -48,9 +40,7 @@ class NodeHealth(_message.Message):
         facts: _Optional[_Union[_common_pb2.HostFacts, _Mapping]] = ...,
         checks: _Optional[_Iterable[_Union[_common_pb2.CheckResult, _Mapping]]] = ...,
         version: _Optional[str] = ...,
-        started_at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         quarantined: _Optional[bool] = ...,
     ) -> None: ...
 
@@ -94,9 +84,7 @@ class RecoverRequest(_message.Message):
         target: _Optional[str] = ...,
         dry_run: _Optional[bool] = ...,
         actor: _Optional[str] = ...,
-        grace: _Optional[
-            _Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]
-        ] = ...,
+        grace: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...,
     ) -> None: ...
 
 class RecoveryStep(_message.Message):
@@ -120,9 +108,7 @@ class RecoveryStep(_message.Message):
         description: _Optional[str] = ...,
         outcome: _Optional[str] = ...,
         error: _Optional[str] = ...,
-        at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
     ) -> None: ...
 
 class VerifyCleanRequest(_message.Message):
@@ -172,9 +158,7 @@ class CollectBundleRequest(_message.Message):
         self,
         include: _Optional[_Iterable[str]] = ...,
         scrub: _Optional[bool] = ...,
-        since: _Optional[
-            _Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]
-        ] = ...,
+        since: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...,
         scrub_key: _Optional[bytes] = ...,
         max_file_bytes: _Optional[int] = ...,
         request_id: _Optional[str] = ...,
@@ -208,9 +192,7 @@ class BundleHeader(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     format: str
     request_id: str
-    def __init__(
-        self, format: _Optional[str] = ..., request_id: _Optional[str] = ...
-    ) -> None: ...
+    def __init__(self, format: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class BundleTrailer(_message.Message):
     __slots__ = ("sha256", "size", "redactions", "pseudonym_map_json")
@@ -220,9 +202,7 @@ class BundleTrailer(_message.Message):
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: int
-        def __init__(
-            self, key: _Optional[str] = ..., value: _Optional[int] = ...
-        ) -> None: ...
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
 
     SHA256_FIELD_NUMBER: _ClassVar[int]
     SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -321,20 +301,11 @@ class VmStats(_message.Message):
         rss_kib: _Optional[int] = ...,
         block: _Optional[_Iterable[_Union[BlockStats, _Mapping]]] = ...,
         interfaces: _Optional[_Iterable[_Union[InterfaceStats, _Mapping]]] = ...,
-        observed_at: _Optional[
-            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
-        ] = ...,
+        observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
     ) -> None: ...
 
 class BlockStats(_message.Message):
-    __slots__ = (
-        "device",
-        "read_bytes",
-        "write_bytes",
-        "read_requests",
-        "write_requests",
-        "errors",
-    )
+    __slots__ = ("device", "read_bytes", "write_bytes", "read_requests", "write_requests", "errors")
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     READ_BYTES_FIELD_NUMBER: _ClassVar[int]
     WRITE_BYTES_FIELD_NUMBER: _ClassVar[int]

@@ -14,9 +14,7 @@ _version_not_supported = False
 try:
     from grpc._utilities import first_version_is_lower
 
-    _version_not_supported = first_version_is_lower(
-        GRPC_VERSION, GRPC_GENERATED_VERSION
-    )
+    _version_not_supported = first_version_is_lower(GRPC_VERSION, GRPC_GENERATED_VERSION)
 except ImportError:
     _version_not_supported = True
 
@@ -194,9 +192,7 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
         "novaops.v1.ExecutorService", rpc_method_handlers
     )
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers(
-        "novaops.v1.ExecutorService", rpc_method_handlers
-    )
+    server.add_registered_method_handlers("novaops.v1.ExecutorService", rpc_method_handlers)
 
 
 # This class is part of an EXPERIMENTAL API.

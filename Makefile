@@ -1,0 +1,52 @@
+# novaops: one-command entry points. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+STATE_DIR ?= dev-cluster
+NODES ?= 3
+PYTEST_ARGS ?=
+
+.PHONY: install demo demo-down test lint fmt protos bench clean
+
+$(STAMP): pyproject.toml
+	./scripts/install-system-deps.sh
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip setuptools wheel
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# A 3-node simulated cluster on the embedded store, then the cluster view.
+demo: install
+	-$(BIN)/novaops dev down --state-dir $(STATE_DIR) >/dev/null 2>&1
+	$(BIN)/novaops dev up --nodes $(NODES) --state-dir $(STATE_DIR) --detach
+	$(BIN)/novaops --config $(STATE_DIR)/client.toml cluster status
+	$(BIN)/novaops --config $(STATE_DIR)/client.toml node list
+
+demo-down: install
+	$(BIN)/novaops dev down --state-dir $(STATE_DIR)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/python scripts/typecheck.py
+	$(BIN)/python scripts/gen_protos.py --check
+
+test: lint
+	$(BIN)/pytest -q $(PYTEST_ARGS)
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+protos: install
+	$(BIN)/python scripts/gen_protos.py
+
+bench: install
+	$(BIN)/python bench/run.py
+
+clean:
+	-$(BIN)/novaops dev down --state-dir $(STATE_DIR) >/dev/null 2>&1
+	rm -rf $(VENV) build *.egg-info

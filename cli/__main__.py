@@ -1,0 +1,3 @@
+from novaops.cli.main import main
+
+raise SystemExit(main())

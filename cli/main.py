@@ -1,0 +1,244 @@
+"""The ``novaops`` command: parses arguments, calls the client library, renders.
+
+This module imports only click at start-up; grpc, rich and the client library
+are imported inside commands so that ``novaops --help`` stays fast. The CLI
+never imports controller or executor code (tests/unit/test_boundaries.py).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+OUTPUT_CHOICES = click.Choice(["table", "json"])
+
+
+def _version() -> str:
+    from importlib.metadata import version
+
+    return version("novaops")
+
+
+def output_option(func: F) -> F:
+    return click.option(
+        "-o",
+        "--output",
+        type=OUTPUT_CHOICES,
+        default="table",
+        show_default=True,
+        help="Render as a table or one JSON document.",
+    )(func)
+
+
+def handle_errors(func: F) -> F:
+    """Turn library errors into one line on stderr and the documented exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from novaops.client.errors import NovaopsError
+
+        try:
+            return func(*args, **kwargs)
+        except NovaopsError as exc:
+            from novaops.cli import render
+
+            render.error(str(exc))
+            sys.exit(exc.exit_code)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _client(ctx: click.Context) -> Any:
+    from novaops.client.api import NovaopsClient
+    from novaops.client.config import resolve_client_config_path
+
+    path = resolve_client_config_path(ctx.obj.get("config"))
+    client = NovaopsClient.from_config_file(path)
+    ctx.call_on_close(client.close)
+    return client
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(version=None, prog_name="novaops", package_name="novaops")
+@click.option(
+    "--config",
+    metavar="FILE",
+    envvar="NOVAOPS_CONFIG",
+    help="Client config (default: $NOVAOPS_CONFIG, then ~/.config/novaops/config.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, config: str | None) -> None:
+    """novaops: the support plane for fleets of libvirt/QEMU hypervisor nodes.
+
+    \b
+    Exit codes: 0 ok, 1 a check failed, 2 usage or bad input,
+    3 some nodes unreachable, 4 cannot reach or authenticate to the controller,
+    5 the controller refused the request (permission, not built yet).
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+# -- cluster views -------------------------------------------------------------
+
+
+@cli.group()
+def node() -> None:
+    """Registered hypervisor nodes."""
+
+
+@node.command("list")
+@output_option
+@click.pass_context
+@handle_errors
+def node_list(ctx: click.Context, output: str) -> None:
+    """List nodes with liveness (up/down) and quarantine."""
+    from novaops.cli import render
+
+    nodes = _client(ctx).list_nodes()
+    if output == "json":
+        render.emit_json([n.to_json() for n in nodes])
+    else:
+        render.nodes_table(nodes)
+
+
+@cli.group()
+def cluster() -> None:
+    """The cluster as a whole."""
+
+
+@cluster.command("status")
+@output_option
+@click.pass_context
+@handle_errors
+def cluster_status(ctx: click.Context, output: str) -> None:
+    """Node counts, leader, store and automation state."""
+    from novaops.cli import render
+
+    status = _client(ctx).cluster_status()
+    if output == "json":
+        render.emit_json(status.to_json())
+    else:
+        render.cluster_status(status)
+
+
+@cli.group()
+def leader() -> None:
+    """Controller leadership."""
+
+
+@leader.command("status")
+@output_option
+@click.pass_context
+@handle_errors
+def leader_status(ctx: click.Context, output: str) -> None:
+    """Which controller replica leads, since when, and its fencing revision."""
+    from novaops.cli import render
+
+    current = _client(ctx).leader()
+    if output == "json":
+        render.emit_json(current.to_json())
+    else:
+        render.leader_status(current)
+
+
+# -- certificates --------------------------------------------------------------
+
+
+@cli.group()
+def certs() -> None:
+    """Certificates for mTLS."""
+
+
+@certs.command("init")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--controller",
+    "controllers",
+    multiple=True,
+    default=["ctl-0"],
+    show_default=True,
+    help="Controller replica name (repeatable).",
+)
+@click.option("--node", "nodes", multiple=True, help="Executor node name (repeatable).")
+@click.option(
+    "--user",
+    "users",
+    multiple=True,
+    default=["admin:admin"],
+    show_default=True,
+    metavar="NAME:ROLE",
+    help="User certificate, ROLE viewer|operator|admin (repeatable).",
+)
+@click.option(
+    "--host",
+    "hosts",
+    multiple=True,
+    default=["localhost", "127.0.0.1", "::1"],
+    show_default=True,
+    help="DNS name or IP the servers are reached at (repeatable).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing CA in DIRECTORY.")
+@output_option
+@handle_errors
+def certs_init(
+    directory: Path,
+    controllers: tuple[str, ...],
+    nodes: tuple[str, ...],
+    users: tuple[str, ...],
+    hosts: tuple[str, ...],
+    force: bool,
+    output: str,
+) -> None:
+    """Create a CA and controller, executor and user certificates in DIRECTORY."""
+    from novaops.cli import render
+    from novaops.client.errors import InvalidRequest
+    from novaops.pki.identity import Identity, Role, valid_name
+    from novaops.pki.issue import CertificateAuthority
+
+    identities: list[Identity] = []
+    for name in controllers:
+        identities.append(Identity(Role.CONTROLLER, name))
+    for name in nodes:
+        identities.append(Identity(Role.EXECUTOR, name))
+    for spec in users:
+        name, _, role = spec.partition(":")
+        if role not in ("viewer", "operator", "admin"):
+            raise InvalidRequest(
+                f"--user {spec!r}: expected NAME:ROLE with ROLE viewer|operator|admin"
+            )
+        identities.append(Identity(Role(role), name))
+    for identity in identities:
+        if not valid_name(identity.name):
+            raise InvalidRequest(
+                f"name {identity.name!r}: expected 1-63 lowercase letters, digits, '-' or '.'"
+            )
+    if (directory / "ca.pem").exists() and not force:
+        raise InvalidRequest(f"{directory / 'ca.pem'} exists; pass --force to replace the CA")
+    ca = CertificateAuthority.create()
+    written = [str(ca.save(directory))]
+    for identity in identities:
+        files = ca.issue(identity, directory, hosts=hosts)
+        written += [str(files.cert), str(files.key)]
+    if output == "json":
+        render.emit_json({"directory": str(directory), "files": written})
+    else:
+        render.message(f"wrote CA and {len(identities)} certificate(s) to {directory}")
+        for path in written:
+            render.message(f"  {path}")
+
+
+def main() -> int:
+    """Console-script entry point."""
+    from novaops.cli.dev import dev
+
+    cli.add_command(dev)
+    cli(prog_name="novaops")
+    return 0

@@ -1,0 +1,3 @@
+from novaops.controller.main import main
+
+raise SystemExit(main())
