@@ -149,6 +149,135 @@ def leader_status(ctx: click.Context, output: str) -> None:
         render.leader_status(current)
 
 
+# -- fleet views -----------------------------------------------------------------
+
+
+def node_options(func: F) -> F:
+    """--node NAME (repeatable) / --all, and the fan-out deadlines."""
+    func = click.option(
+        "--overall-timeout",
+        type=click.FloatRange(min=0.01),
+        default=None,
+        help="Seconds the whole fan-out may take (default: controller's).",
+    )(func)
+    func = click.option(
+        "--node-timeout",
+        type=click.FloatRange(min=0.01),
+        default=None,
+        help="Seconds any one node may take (default: controller's).",
+    )(func)
+    func = click.option("--all", "all_nodes", is_flag=True, help="Every registered node.")(func)
+    return click.option(
+        "--node", "nodes", multiple=True, metavar="NAME", help="A node (repeatable)."
+    )(func)
+
+
+def _selection(nodes: tuple[str, ...], all_nodes: bool) -> list[str] | None:
+    from novaops.client.errors import InvalidRequest
+
+    if nodes and all_nodes:
+        raise InvalidRequest("--node and --all exclude each other; give one")
+    return list(nodes) or None
+
+
+def _ms(seconds: float | None) -> int:
+    return int(seconds * 1000) if seconds else 0
+
+
+@cli.group()
+def vm() -> None:
+    """Virtual machines across the fleet."""
+
+
+@vm.command("list")
+@node_options
+@output_option
+@click.pass_context
+@handle_errors
+def vm_list(
+    ctx: click.Context,
+    nodes: tuple[str, ...],
+    all_nodes: bool,
+    node_timeout: float | None,
+    overall_timeout: float | None,
+    output: str,
+) -> None:
+    """Every domain on the selected nodes (default: all): node, name, state, vCPUs, memory."""
+    from novaops.cli import render
+    from novaops.client.errors import EXIT_NODES_UNREACHABLE
+    from novaops.client.models import NodeFailure, Vm
+
+    vms: list[Vm] = []
+    failures: list[NodeFailure] = []
+    stream = _client(ctx).list_vms(
+        _selection(nodes, all_nodes),
+        per_node_ms=_ms(node_timeout),
+        overall_ms=_ms(overall_timeout),
+    )
+    for item in stream:
+        if isinstance(item, NodeFailure):
+            failures.append(item)
+        else:
+            vms.extend(item)
+    vms.sort(key=lambda v: (v.node, v.name))
+    if output == "json":
+        render.emit_json([v.to_json() for v in vms] + [f.to_json() for f in failures])
+    else:
+        render.vms_table(vms, failures)
+    if failures:
+        sys.exit(EXIT_NODES_UNREACHABLE)
+
+
+@cli.command("health")
+@node_options
+@click.option("--checks", is_flag=True, help="Evaluate the health checks, not only liveness.")
+@click.option("--recover", is_flag=True, help="Run the matching recovery for failing checks.")
+@click.option("--verify-clean", is_flag=True, help="Check the clean baseline.")
+@click.option("--dry-run", is_flag=True, help="With --recover: plan only, change nothing.")
+@output_option
+@click.pass_context
+@handle_errors
+def health(
+    ctx: click.Context,
+    nodes: tuple[str, ...],
+    all_nodes: bool,
+    node_timeout: float | None,
+    overall_timeout: float | None,
+    checks: bool,
+    recover: bool,
+    verify_clean: bool,
+    dry_run: bool,
+    output: str,
+) -> None:
+    """Health of the selected nodes (default: all). Exit 1 if any is unhealthy."""
+    from novaops.cli import render
+    from novaops.client.errors import EXIT_CHECK_FAILED, EXIT_NODES_UNREACHABLE
+    from novaops.client.models import NodeFailure, NodeHealthReport
+
+    reports: list[NodeHealthReport] = []
+    failures: list[NodeFailure] = []
+    stream = _client(ctx).health(
+        _selection(nodes, all_nodes),
+        include_checks=checks,
+        recover=recover,
+        verify_clean=verify_clean,
+        dry_run=dry_run,
+        per_node_ms=_ms(node_timeout),
+        overall_ms=_ms(overall_timeout),
+    )
+    for item in stream:
+        (failures if isinstance(item, NodeFailure) else reports).append(item)  # type: ignore[arg-type]
+    reports.sort(key=lambda r: r.node)
+    if output == "json":
+        render.emit_json([r.to_json() for r in reports] + [f.to_json() for f in failures])
+    else:
+        render.health_table(reports, failures)
+    if any(r.status != "healthy" for r in reports):
+        sys.exit(EXIT_CHECK_FAILED)
+    if failures:
+        sys.exit(EXIT_NODES_UNREACHABLE)
+
+
 # -- certificates --------------------------------------------------------------
 
 

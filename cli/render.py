@@ -118,3 +118,72 @@ def message(text: str) -> None:
 def error(text: str) -> None:
     """One line on stderr, prefixed with the program name."""
     sys.stderr.write(f"novaops: {text}\n")
+
+
+def _failures(failures: Sequence[Any]) -> None:
+    console = _console()
+    for failure in failures:
+        console.print(f"[red]{failure.node}: {failure.kind}[/]: {failure.message}")
+
+
+def _mib(value: int) -> str:
+    return f"{value / 1024:.1f} GiB" if value >= 1024 else f"{value} MiB"
+
+
+def _uptime(seconds: int) -> str:
+    if not seconds:
+        return "-"
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    return f"{days}d{hours}h" if days else f"{hours}h{rest // 60}m"
+
+
+_VM_STYLE = {"running": "green", "paused": "yellow", "crashed": "red", "shutoff": "dim"}
+
+
+def vms_table(vms: Sequence[Any], failures: Sequence[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(vms)} VM(s)", title_justify="left")
+    for column in ("NODE", "NAME", "STATE", "REASON", "VCPUS", "MEMORY", "UPTIME"):
+        table.add_column(column)
+    for vm in vms:
+        style = _VM_STYLE.get(vm.state, "white")
+        table.add_row(
+            vm.node,
+            vm.name,
+            f"[{style}]{vm.state}[/]",
+            vm.state_reason or "-",
+            str(vm.vcpus),
+            _mib(vm.memory_mib),
+            _uptime(vm.uptime_seconds),
+        )
+    _console().print(table)
+    _failures(failures)
+
+
+def health_table(reports: Sequence[Any], failures: Sequence[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(reports)} node(s) answered", title_justify="left")
+    for column in ("NODE", "STATUS", "KERNEL", "KVM", "CGROUP", "LIBVIRT", "FAILING CHECKS"):
+        table.add_column(column)
+    for report in reports:
+        facts = report.facts
+        libvirt = facts.libvirt_version if facts.libvirt_reachable else "[red]unreachable[/]"
+        table.add_row(
+            report.node,
+            f"[{_state_style(report.status)}]{report.status}[/]",
+            facts.kernel or "?",
+            "yes" if facts.kvm_accessible else ("present" if facts.kvm_present else "[red]no[/]"),
+            facts.cgroup_backend,
+            libvirt,
+            ", ".join(c["check_id"] for c in report.failing_checks) or "-",
+        )
+    _console().print(table)
+    _failures(failures)
+    unhealthy = sum(r.status != "healthy" for r in reports)
+    _console().print(
+        f"{len(reports) - unhealthy} healthy, {unhealthy} not healthy, "
+        f"{len(failures)} node(s) unreachable"
+    )

@@ -13,12 +13,13 @@ failure the client fails over to the next one. Errors are subclasses of
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
 import grpc
+
 from novaops.client.config import ClientConfig, ConfigError
 from novaops.client.errors import (
     AuthenticationFailed,
@@ -28,11 +29,19 @@ from novaops.client.errors import (
     NovaopsError,
     RequestRefused,
 )
-from novaops.client.models import ClusterStatus, Leader, Node
+from novaops.client.models import (
+    ClusterStatus,
+    Leader,
+    Node,
+    NodeFailure,
+    NodeHealthReport,
+    Vm,
+)
 from novaops.client.tls import secure_channel
-from novaops.v1 import controller_pb2, controller_pb2_grpc
+from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 Response = TypeVar("Response")
+_END = object()
 
 _TLS_MARKERS = ("handshake", "ssl", "certificate", "tls", "alert")
 _REFUSED = {
@@ -136,6 +145,24 @@ class NovaopsClient:
             return InvalidRequest(details or code.name)
         return NovaopsError(f"controller error {code.name}: {details}")
 
+    def _stream(self, stub_type: Any, method: str, request: Any, timeout: float) -> Iterator[Any]:
+        """Iterate a server stream; fail over to the next controller only before the
+        first message (after that, a broken stream is an error, not a silent retry)."""
+
+        def start(channel: grpc.Channel, _: float) -> tuple[Any, Any]:
+            stream = getattr(stub_type(channel), method)(request, timeout=timeout)
+            first = next(stream, _END)  # raises RpcError here if this controller is down
+            return stream, first
+
+        stream, first = self._call(start)
+        if first is _END:
+            return
+        yield first
+        try:
+            yield from stream
+        except grpc.RpcError as exc:
+            raise self._translate(exc.code(), exc.details() or "") from None
+
     def _unary(self, stub_type: Any, method: str, request: Any) -> Any:
         def invoke(channel: grpc.Channel, timeout: float) -> Any:
             return getattr(stub_type(channel), method)(request, timeout=timeout)
@@ -166,3 +193,68 @@ class NovaopsClient:
             controller_pb2_grpc.ClusterServiceStub, "GetLeader", controller_pb2.GetLeaderRequest()
         )
         return Leader.from_proto(response)
+
+    # -- fan-outs ------------------------------------------------------------------
+
+    @staticmethod
+    def _selector(nodes: Iterable[str] | None) -> common_pb2.NodeSelector:
+        names = list(nodes or [])
+        return common_pb2.NodeSelector(all=not names, nodes=names)
+
+    def _stream_timeout(self, overall_ms: int) -> float:
+        # The controller ends the fan-out by its overall deadline; allow for transfer.
+        return max(self.config.timeout_seconds, overall_ms / 1000 + 5 if overall_ms else 60)
+
+    def health(
+        self,
+        nodes: Iterable[str] | None = None,
+        *,
+        include_checks: bool = False,
+        recover: bool = False,
+        verify_clean: bool = False,
+        dry_run: bool = False,
+        per_node_ms: int = 0,
+        overall_ms: int = 0,
+    ) -> Iterator[NodeHealthReport | NodeFailure]:
+        """Health of the named nodes (all when None), streamed as nodes answer."""
+        request = controller_pb2.FleetHealthRequest(
+            selector=self._selector(nodes),
+            deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
+            include_checks=include_checks,
+            recover=recover,
+            verify_clean=verify_clean,
+            dry_run=dry_run,
+        )
+        stream = self._stream(
+            controller_pb2_grpc.FleetServiceStub,
+            "GetHealth",
+            request,
+            self._stream_timeout(overall_ms),
+        )
+        for item in stream:
+            if item.HasField("error"):
+                yield NodeFailure.from_proto(item.error)
+            else:
+                yield NodeHealthReport.from_proto(item.health)
+
+    def list_vms(
+        self, nodes: Iterable[str] | None = None, *, per_node_ms: int = 0, overall_ms: int = 0
+    ) -> Iterator[list[Vm] | NodeFailure]:
+        """Domains per node (all nodes when None), one list per node as it answers."""
+        request = controller_pb2.FleetInventoryRequest(
+            selector=self._selector(nodes),
+            deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
+        )
+        stream = self._stream(
+            controller_pb2_grpc.FleetServiceStub,
+            "ListVms",
+            request,
+            self._stream_timeout(overall_ms),
+        )
+        for item in stream:
+            if item.HasField("error"):
+                yield NodeFailure.from_proto(item.error)
+            elif item.inventory.libvirt_error:
+                yield NodeFailure(item.node, "failed", f"libvirt: {item.inventory.libvirt_error}")
+            else:
+                yield [Vm.from_proto(item.node, d) for d in item.inventory.domains]

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from novaops.v1 import common_pb2, controller_pb2
 
 
@@ -146,6 +147,112 @@ class ClusterStatus:
             automation_paused=status.automation_paused,
             breaker_tripped=status.breaker_tripped,
             version=status.version,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_NODE_ERROR_KIND = {
+    common_pb2.NODE_ERROR_KIND_UNREACHABLE: "unreachable",
+    common_pb2.NODE_ERROR_KIND_DEADLINE_EXCEEDED: "deadline_exceeded",
+    common_pb2.NODE_ERROR_KIND_FAILED: "failed",
+    common_pb2.NODE_ERROR_KIND_DOWN: "down",
+    common_pb2.NODE_ERROR_KIND_UNKNOWN_NODE: "unknown_node",
+    common_pb2.NODE_ERROR_KIND_QUARANTINED: "quarantined",
+}
+
+_DOMAIN_STATE = {
+    common_pb2.DOMAIN_STATE_RUNNING: "running",
+    common_pb2.DOMAIN_STATE_BLOCKED: "blocked",
+    common_pb2.DOMAIN_STATE_PAUSED: "paused",
+    common_pb2.DOMAIN_STATE_SHUTDOWN: "shutdown",
+    common_pb2.DOMAIN_STATE_SHUTOFF: "shutoff",
+    common_pb2.DOMAIN_STATE_CRASHED: "crashed",
+    common_pb2.DOMAIN_STATE_PMSUSPENDED: "pmsuspended",
+    common_pb2.DOMAIN_STATE_NOSTATE: "nostate",
+}
+
+
+@dataclass(frozen=True)
+class NodeFailure:
+    """A node that could not contribute to a fan-out (``kind`` e.g. "unreachable")."""
+
+    node: str
+    kind: str
+    message: str
+
+    @staticmethod
+    def from_proto(error: common_pb2.NodeError) -> NodeFailure:
+        return NodeFailure(
+            node=error.node,
+            kind=_NODE_ERROR_KIND.get(error.kind, "failed"),
+            message=error.message,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {"node": self.node, "error": {"kind": self.kind, "message": self.message}}
+
+
+@dataclass(frozen=True)
+class Vm:
+    """One libvirt domain on a node."""
+
+    node: str
+    name: str
+    uuid: str
+    state: str
+    state_reason: str
+    vcpus: int
+    memory_mib: int
+    uptime_seconds: int
+    persistent: bool
+    autostart: bool
+
+    @staticmethod
+    def from_proto(node: str, domain: common_pb2.Domain) -> Vm:
+        return Vm(
+            node=node,
+            name=domain.name,
+            uuid=domain.uuid,
+            state=_DOMAIN_STATE.get(domain.state, "unknown"),
+            state_reason=domain.state_reason,
+            vcpus=domain.vcpus,
+            memory_mib=domain.memory_kib // 1024,
+            uptime_seconds=domain.uptime_seconds,
+            persistent=domain.persistent,
+            autostart=domain.autostart,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class NodeHealthReport:
+    """A node's health verdict with host facts (checks come with issue #5)."""
+
+    node: str
+    status: str
+    quarantined: bool
+    version: str
+    facts: HostFactsView
+    failing_checks: list[dict[str, Any]]
+
+    @staticmethod
+    def from_proto(health: Any) -> NodeHealthReport:
+        failing = [
+            {"check_id": c.check_id, "target": c.target, "summary": c.summary}
+            for c in health.checks
+            if c.status in (common_pb2.CHECK_STATUS_FAIL, common_pb2.CHECK_STATUS_ERROR)
+        ]
+        return NodeHealthReport(
+            node=health.node,
+            status=_HEALTH.get(health.status, "unknown"),
+            quarantined=health.quarantined,
+            version=health.version,
+            facts=HostFactsView.from_proto(health.facts),
+            failing_checks=failing,
         )
 
     def to_json(self) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import grpc
+
 from novaops.client.config import TLSFiles
 from novaops.pki.identity import Identity, IdentityError, identity_from_pem
 

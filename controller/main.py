@@ -17,15 +17,18 @@ from importlib.metadata import version as package_version
 from pathlib import Path
 
 import grpc
+
 from novaops.client.config import ConfigError
 from novaops.client.tls import server_credentials
 from novaops.controller.config import ControllerConfig
 from novaops.controller.election import Elector
+from novaops.controller.executors import ExecutorPool
 from novaops.controller.metrics import MetricsInterceptor
 from novaops.controller.services import ControllerContext, add_servicers
 from novaops.controller.store.base import Store, StoreLocked, StoreUnavailable
 from novaops.controller.store.embedded import EmbeddedStore
 from novaops.controller.store.etcd import EtcdStore
+from novaops.controller.watch import watch_registry
 
 log = logging.getLogger("novaops.controller")
 
@@ -97,7 +100,8 @@ async def serve(config: ControllerConfig) -> None:
         return
     try:
         elector = Elector(store, config.name, config.advertise, config.lease_ttl_seconds)
-        ctx = ControllerContext(config, store, elector, package_version("novaops"))
+        executors = ExecutorPool(config.tls)
+        ctx = ControllerContext(config, store, elector, package_version("novaops"), executors)
         server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=SERVER_OPTIONS)
         add_servicers(server, ctx)
         bind(server, config)
@@ -115,6 +119,10 @@ async def serve(config: ControllerConfig) -> None:
             store.endpoint,
         )
         election = asyncio.create_task(elector.run(), name="election")
+        watcher = asyncio.create_task(
+            watch_registry(store, config.heartbeat_interval_ms / 1000, stop, elector.is_leader),
+            name="registry-watch",
+        )
         try:
             await stop.wait()
         finally:
@@ -123,9 +131,11 @@ async def serve(config: ControllerConfig) -> None:
             log.info("shutting down: draining for up to %.0fs", SHUTDOWN_GRACE_SECONDS)
             await server.stop(SHUTDOWN_GRACE_SECONDS)
             await elector.stop()
-            election.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await election
+            await executors.close()
+            for task in (election, watcher):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
     finally:
         await store.close()
         log.info("controller %s stopped", config.name)

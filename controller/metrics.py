@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from prometheus_client import Counter, Gauge, Histogram
+
 from novaops.client.tls import AioContext
-from prometheus_client import Counter, Histogram
 
 RPC_TOTAL = Counter(
     "novaops_controller_rpc_total",
@@ -92,3 +93,13 @@ class MetricsInterceptor(_Interceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+
+NODE_UP = Gauge(
+    "novaops_node_up",
+    "1 while the node's liveness lease is alive, 0 when it is down (as this replica sees it).",
+    ["node"],
+)
+IS_LEADER = Gauge(
+    "novaops_controller_is_leader", "1 while this controller replica holds the leader lease."
+)

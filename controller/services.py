@@ -10,13 +10,16 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from novaops.client.tls import AioContext
 from novaops.controller.auth import require, unimplemented
 from novaops.controller.config import ControllerConfig
 from novaops.controller.election import Elector
+from novaops.controller.executors import ExecutorPool
 from novaops.controller.registry import liveness_ttl
 from novaops.controller.store.base import (
     LeaderRecord,
@@ -29,6 +32,7 @@ from novaops.pki.identity import Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc, executor_pb2
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ISSUE_DIAGNOSTICS = 3
 ISSUE_BUNDLES = 4
@@ -80,6 +84,7 @@ class ControllerContext:
     store: Store
     elector: Elector
     version: str
+    executors: ExecutorPool
 
     @property
     def insecure(self) -> bool:

@@ -16,10 +16,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OWED_BY_ISSUE = {
     "ClusterService.TransferLeadership": 5,
     "ClusterService.WatchEvents": 5,
-    "FleetService.GetHealth": 5,
     "FleetService.Diagnose": 3,
     "FleetService.Recover": 5,
-    "FleetService.ListVms": 3,
     "FleetService.GetVmStats": 3,
     "FleetService.CollectBundle": 4,
     "QuarantineService.Quarantine": 5,
@@ -35,6 +33,8 @@ WRAPPED = {
     "ClusterService.ListNodes": "list_nodes",
     "ClusterService.GetClusterStatus": "cluster_status",
     "ClusterService.GetLeader": "leader",
+    "FleetService.GetHealth": "health",
+    "FleetService.ListVms": "list_vms",
 }
 
 

@@ -1,0 +1,64 @@
+"""Registry watch: notices nodes going up or down, logs it and exports gauges.
+
+``liveness_transitions`` is pure (previous, current) -> transitions; the loop
+around it only reads the store on an interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from novaops.controller.metrics import IS_LEADER, NODE_UP
+from novaops.controller.store.base import Store, StoreError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LivenessTransition:
+    node: str
+    up: bool
+    first_seen: bool
+
+
+def liveness_transitions(
+    previous: dict[str, bool], current: dict[str, bool]
+) -> list[LivenessTransition]:
+    """Nodes whose liveness changed (or that appeared), sorted by name."""
+    changes = []
+    for node in sorted(current):
+        before = previous.get(node)
+        if before is None or before != current[node]:
+            changes.append(LivenessTransition(node, current[node], before is None))
+    return changes
+
+
+async def watch_registry(
+    store: Store, interval: float, stop: asyncio.Event, is_leader: object
+) -> None:
+    """Poll the registry every interval until stop is set."""
+    previous: dict[str, bool] = {}
+    while not stop.is_set():
+        try:
+            current = {n.name: n.up for n in await store.list_nodes()}
+        except StoreError as exc:
+            log.warning("registry watch: store unavailable: %s", exc)
+        else:
+            for change in liveness_transitions(previous, current):
+                if change.first_seen:
+                    log.info("node %s is %s", change.node, "up" if change.up else "down")
+                elif change.up:
+                    log.info("node %s is up again", change.node)
+                else:
+                    log.warning("node %s is down (missed heartbeats)", change.node)
+            for node in set(previous) - set(current):
+                NODE_UP.remove(node)
+            for node, up in current.items():
+                NODE_UP.labels(node).set(1 if up else 0)
+            previous = current
+        IS_LEADER.set(1 if callable(is_leader) and is_leader() else 0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=interval)

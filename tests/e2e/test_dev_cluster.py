@@ -1,0 +1,188 @@
+"""End to end: a dev cluster of real processes driven through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from novaops.pki.identity import Identity, Role
+from novaops.pki.issue import CertificateAuthority
+
+pytestmark = pytest.mark.e2e
+NOVAOPS = [sys.executable, "-m", "novaops.cli"]
+
+
+def novaops(*args: str, timeout: float = 60.0) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*NOVAOPS, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def node_list(state_dir: Path, config: Path | None = None) -> list[dict[str, Any]]:
+    result = novaops(
+        "--config", str(config or state_dir / "client.toml"), "node", "list", "-o", "json"
+    )
+    assert result.returncode == 0, result.stderr
+    nodes: list[dict[str, Any]] = json.loads(result.stdout)
+    return nodes
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+def dev_processes(state_dir: Path) -> list[dict[str, Any]]:
+    result = novaops("dev", "status", "--state-dir", str(state_dir), "-o", "json")
+    assert result.returncode == 0, result.stderr
+    processes: list[dict[str, Any]] = json.loads(result.stdout)
+    return processes
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    state_dir = tmp_path_factory.mktemp("dev") / "cluster"
+    up = novaops("dev", "up", "--nodes", "3", "--state-dir", str(state_dir), "--detach")
+    try:
+        assert up.returncode == 0, up.stdout + up.stderr
+        yield state_dir
+    finally:
+        pids = (
+            [p["pid"] for p in json.loads((state_dir / "cluster.json").read_text())["processes"]]
+            if (state_dir / "cluster.json").exists()
+            else []
+        )
+        down = novaops("dev", "down", "--state-dir", str(state_dir))
+        for pid in pids:
+            if psutil.pid_exists(pid):
+                os.kill(pid, signal.SIGKILL)
+        assert down.returncode == 0, down.stderr
+
+
+@pytest.mark.timeout(180)
+def test_three_nodes_up_then_one_killed_goes_down(cluster: Path) -> None:
+    nodes = wait_for(
+        lambda: (n := node_list(cluster)) and sum(x["state"] == "up" for x in n) == 3 and n,
+        30,
+        "3 nodes up",
+    )
+    assert sorted(n["name"] for n in nodes) == ["node-1", "node-2", "node-3"]
+    for node in nodes:
+        assert set(node) >= {"name", "address", "state", "quarantined"}
+        assert node["quarantined"] is False
+        assert node["facts"]["libvirt_reachable"] is True
+
+    status = novaops("--config", str(cluster / "client.toml"), "cluster", "status", "-o", "json")
+    assert status.returncode == 0, status.stderr
+    doc = json.loads(status.stdout)
+    assert doc["nodes_up"] == 3 and doc["store"] == "embedded"
+    assert doc["leader"]["name"] == "ctl-0"
+
+    victim = next(p for p in dev_processes(cluster) if p["name"] == "node-2")
+    os.kill(victim["pid"], signal.SIGKILL)
+    killed_at = time.monotonic()
+    states = wait_for(
+        lambda: (
+            (s := {n["name"]: n["state"] for n in node_list(cluster)})["node-2"] == "down" and s
+        ),
+        15,
+        "node-2 down",
+    )
+    # heartbeat 500 ms x 3 missed = 1.5 s window, plus polling slack.
+    assert time.monotonic() - killed_at < 10
+    assert states == {"node-1": "up", "node-2": "down", "node-3": "up"}
+
+
+def test_leader_status_names_the_controller(cluster: Path) -> None:
+    result = novaops("--config", str(cluster / "client.toml"), "leader", "status", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    leader = json.loads(result.stdout)
+    assert leader["name"] == "ctl-0" and leader["revision"] >= 1
+
+
+def test_client_certificate_from_another_ca_is_refused(cluster: Path, tmp_path: Path) -> None:
+    other = CertificateAuthority.create("some other CA")
+    files = other.issue(Identity(Role.ADMIN, "mallory"), tmp_path)
+    config = tmp_path / "client.toml"
+    original = (cluster / "client.toml").read_text()
+    controllers = next(line for line in original.splitlines() if line.startswith("controllers"))
+    config.write_text(
+        f'{controllers}\n[tls]\nca = "{cluster}/certs/ca.pem"\ncert = "{files.cert}"\n'
+        f'key = "{files.key}"\n'
+    )
+    result = novaops("--config", str(config), "node", "list")
+    assert result.returncode == 4, result.stderr
+    assert "TLS handshake" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_unimplemented_feature_is_named(cluster: Path) -> None:
+    import grpc
+
+    from novaops.client.config import ClientConfig
+    from novaops.client.tls import secure_channel
+    from novaops.v1 import controller_pb2, controller_pb2_grpc
+
+    config = ClientConfig.load(cluster / "client.toml")
+    with secure_channel(config.controllers[0], config.tls) as channel:
+        stub = controller_pb2_grpc.QuarantineServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Quarantine(controller_pb2.QuarantineRequest(node="node-1", reason="x"), timeout=10)
+    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert "issue #5" in (info.value.details() or "")
+
+
+def test_second_controller_on_the_same_embedded_store_is_refused(cluster: Path) -> None:
+    config = cluster / "controller" / "controller.toml"
+    text = config.read_text()
+    second = config.with_name("second.toml")
+    # A different listen port, the same store file.
+    import re
+
+    second.write_text(
+        re.sub(r'listen = "127.0.0.1:\d+"', 'listen = "127.0.0.1:0"', text).replace(
+            "log_file", "# log_file"
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "novaops.controller", "--config", str(second)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "in use by another controller" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_dev_down_leaves_no_process(tmp_path: Path) -> None:
+    state_dir = tmp_path / "c"
+    up = novaops("dev", "up", "--nodes", "1", "--state-dir", str(state_dir), "--detach")
+    assert up.returncode == 0, up.stdout + up.stderr
+    pids = [p["pid"] for p in dev_processes(state_dir)]
+    assert len(pids) == 2 and all(psutil.pid_exists(pid) for pid in pids)
+    down = novaops("dev", "down", "--state-dir", str(state_dir))
+    assert down.returncode == 0, down.stderr
+    alive = [
+        pid
+        for pid in pids
+        if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    ]
+    assert alive == []
+    assert all(p["running"] is False for p in dev_processes(state_dir))
