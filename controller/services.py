@@ -19,7 +19,8 @@ from novaops.client.tls import AioContext
 from novaops.controller.auth import require, unimplemented
 from novaops.controller.config import ControllerConfig
 from novaops.controller.election import Elector
-from novaops.controller.executors import ExecutorPool
+from novaops.controller.executors import ExecutorPool, select_targets
+from novaops.controller.fanout import FanoutTarget, NodeCall, NodeOutcome, fan_out, first_result
 from novaops.controller.registry import liveness_ttl
 from novaops.controller.store.base import (
     LeaderRecord,
@@ -234,25 +235,54 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
 
 
 class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
-    """Fan-out operations; each answers UNIMPLEMENTED until its issue lands."""
+    """Fan-out operations: every addressed node yields results or a NodeError."""
 
     def __init__(self, ctx: ControllerContext) -> None:
         self.ctx = ctx
+
+    async def _fan_out(
+        self,
+        context: AioContext,
+        selector: common_pb2.NodeSelector,
+        deadlines: common_pb2.FanoutDeadlines,
+        call: NodeCall[T],
+    ) -> AsyncIterator[NodeOutcome[T]]:
+        try:
+            records = await self.ctx.store.list_nodes()
+        except StoreError as exc:
+            await _store_call_failed(context, exc)
+            raise
+        targets, unknown = select_targets(records, selector)
+        for error in unknown:
+            yield NodeOutcome(error.node, error=error)
+        per_node = (deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
+        overall = (deadlines.overall_ms or self.ctx.config.overall_ms) / 1000
+        async for outcome in fan_out(targets, call, per_node=per_node, overall=overall):
+            yield outcome
 
     async def GetHealth(
         self, request: controller_pb2.FleetHealthRequest, context: AioContext
     ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
         await require(context, Role.VIEWER, insecure=self.ctx.insecure)
-        await unimplemented(context, "fleet health, recovery and verify-clean", ISSUE_HEALTH)
-        yield controller_pb2.NodeHealthResult()  # pragma: no cover
+        if request.recover or request.verify_clean:
+            await unimplemented(context, "health --recover / --verify-clean", ISSUE_HEALTH)
+        inner = executor_pb2.GetHealthRequest(include_checks=request.include_checks)
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[executor_pb2.NodeHealth]:
+            stub = self.ctx.executors.stub(target.address)
+            return first_result(stub.GetHealth(inner, timeout=timeout))
+
+        async for outcome in self._fan_out(context, request.selector, request.deadlines, call):
+            if outcome.error is not None:
+                yield controller_pb2.NodeHealthResult(error=outcome.error)
+            else:
+                yield controller_pb2.NodeHealthResult(health=outcome.result)
 
     async def Diagnose(
         self, request: controller_pb2.FleetDiagnoseRequest, context: AioContext
     ) -> AsyncIterator[controller_pb2.DiagnoseResult]:
         await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
-        await unimplemented(
-            context, "cluster diagnostics (diag vm/container/network/host)", ISSUE_DIAGNOSTICS
-        )
+        await unimplemented(context, "cluster diagnostics (diag ...)", ISSUE_DIAGNOSTICS)
         yield controller_pb2.DiagnoseResult()  # pragma: no cover
 
     async def Recover(
@@ -266,8 +296,17 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         self, request: controller_pb2.FleetInventoryRequest, context: AioContext
     ) -> AsyncIterator[controller_pb2.InventoryResult]:
         await require(context, Role.VIEWER, insecure=self.ctx.insecure)
-        await unimplemented(context, "the fleet VM view (vm list)", ISSUE_DIAGNOSTICS)
-        yield controller_pb2.InventoryResult()  # pragma: no cover
+        inner = executor_pb2.GetInventoryRequest()
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[common_pb2.Inventory]:
+            stub = self.ctx.executors.stub(target.address)
+            return first_result(stub.GetInventory(inner, timeout=timeout))
+
+        async for outcome in self._fan_out(context, request.selector, request.deadlines, call):
+            if outcome.error is not None:
+                yield controller_pb2.InventoryResult(node=outcome.node, error=outcome.error)
+            else:
+                yield controller_pb2.InventoryResult(node=outcome.node, inventory=outcome.result)
 
     async def GetVmStats(
         self, request: controller_pb2.FleetVmStatsRequest, context: AioContext

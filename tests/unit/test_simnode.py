@@ -1,0 +1,131 @@
+"""Simulated nodes: the generated document opens with the real libvirt test driver."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from xml.etree import ElementTree
+
+import pytest
+
+from novaops.devcluster.simnode import (
+    BRIDGE,
+    DomainState,
+    Fault,
+    SimNodePaths,
+    host_path,
+    plan_node,
+    render_host_files,
+    render_libvirt_xml,
+    write_sim_node,
+)
+
+libvirt = pytest.importorskip("libvirt")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _quiet_libvirt() -> Iterator[None]:
+    # libvirt prints every error to stderr by default; the tests check them instead.
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+    yield
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> SimNodePaths:
+    return write_sim_node(plan_node("node-1", 1, seed=7), tmp_path / "node-1")
+
+
+def test_document_opens_with_test_driver_and_shows_every_state(node: SimNodePaths) -> None:
+    spec = plan_node("node-1", 1, seed=7)
+    conn = libvirt.open(node.libvirt_uri)
+    try:
+        states = {dom.name(): dom.state()[0] for dom in conn.listAllDomains()}
+        assert states == {d.name: int(d.state) for d in spec.domains}
+        assert set(states.values()) == {
+            libvirt.VIR_DOMAIN_RUNNING,
+            libvirt.VIR_DOMAIN_PAUSED,
+            libvirt.VIR_DOMAIN_SHUTOFF,
+            libvirt.VIR_DOMAIN_CRASHED,
+        }
+        assert states[spec.with_fault(Fault.CRASHED).name] == libvirt.VIR_DOMAIN_CRASHED
+        assert states[spec.with_fault(Fault.PAUSED).name] == libvirt.VIR_DOMAIN_PAUSED
+        assert [n.bridgeName() for n in conn.listAllNetworks()] == [BRIDGE]
+        assert [p.name() for p in conn.listAllStoragePools()] == ["default"]
+        # The domain XML libvirt returns names the disk, bridge and tap we wrote.
+        web = spec.domain("node-1-web-1")
+        desc = ElementTree.fromstring(conn.lookupByName(web.name).XMLDesc())
+        assert desc.find("devices/disk/source").get("file") == str(web.disk)  # type: ignore[union-attr]
+        iface = desc.find("devices/interface")
+        assert iface is not None
+        assert iface.find("source").get("bridge") == BRIDGE  # type: ignore[union-attr]
+        assert iface.find("target").get("dev") == web.tap  # type: ignore[union-attr]
+        assert iface.find("mac").get("address") == web.mac  # type: ignore[union-attr]
+        info = conn.getInfo()
+        assert info[2] == spec.cpu.count
+    finally:
+        conn.close()
+
+
+def test_missing_disk_is_missing_and_the_others_exist(node: SimNodePaths) -> None:
+    spec = plan_node("node-1", 1, seed=7)
+    broken = spec.with_fault(Fault.MISSING_DISK)
+    assert broken.state is DomainState.SHUTOFF
+    assert not host_path(node.host_root, broken.disk).exists()
+    for dom in spec.domains:
+        if dom is not broken:
+            disk = host_path(node.host_root, dom.disk)
+            assert disk.is_file() and disk.stat().st_size > 0, dom.name
+
+
+def test_host_root_tree(node: SimNodePaths) -> None:
+    root = node.host_root
+    assert (root / "etc/hostname").read_text() == "node-1\n"
+    assert " vmx " in (root / "proc/cpuinfo").read_text()
+    assert (root / "proc/meminfo").read_text().startswith("MemTotal:")
+    assert any(line.startswith("btime ") for line in (root / "proc/stat").read_text().splitlines())
+    assert (root / "proc/sys/kernel/osrelease").read_text().strip()
+    assert "memory" in (root / "sys/fs/cgroup/cgroup.controllers").read_text().split()
+    assert (root / "dev/kvm").exists()
+    assert "libvirt version" in (root / "var/log/libvirt/libvirtd.log").read_text()
+    assert (root / "run/libvirt/qemu").is_dir()
+    spec = plan_node("node-1", 1, seed=7)
+    for dom in spec.domains:
+        assert host_path(root, dom.qemu_log).is_file(), dom.name
+    crashed_log = host_path(root, spec.with_fault(Fault.CRASHED).qemu_log).read_text()
+    assert "error" in crashed_log.lower() and "reason=crashed" in crashed_log
+
+
+def test_plan_is_deterministic_and_seeded() -> None:
+    first, again = plan_node("node-2", 2, seed=3), plan_node("node-2", 2, seed=3)
+    assert first == again
+    assert render_libvirt_xml(first) == render_libvirt_xml(again)
+    assert render_host_files(first) == render_host_files(again)
+    other = plan_node("node-2", 2, seed=4)
+    assert [d.uuid for d in other.domains] != [d.uuid for d in first.domains]
+
+
+def test_names_and_taps_unique_across_a_cluster() -> None:
+    specs = [plan_node(f"node-{i}", i) for i in range(1, 11)]
+    domains = [d for spec in specs for d in spec.domains]
+    assert len({d.name for d in domains}) == len(domains)
+    assert len({d.uuid for d in domains}) == len(domains)
+    assert len({d.tap for d in domains}) == len(domains)
+    assert all(len(d.tap) <= 15 for d in domains)  # IFNAMSIZ - 1
+    assert all(d.name.startswith(f"{spec.name}-") for spec in specs for d in spec.domains)
+
+
+def test_rewriting_restores_the_faults(node: SimNodePaths) -> None:
+    spec = plan_node("node-1", 1, seed=7)
+    broken = host_path(node.host_root, spec.with_fault(Fault.MISSING_DISK).disk)
+    broken.write_bytes(b"repaired by a previous run")
+    (node.node_dir / "state").mkdir()
+    (node.node_dir / "state" / "keep").write_text("x")
+    write_sim_node(spec, node.node_dir)
+    assert not broken.exists()
+    assert (node.node_dir / "state" / "keep").read_text() == "x"
+
+
+def test_host_files_are_keyed_by_absolute_host_paths() -> None:
+    files = render_host_files(plan_node("node-1", 1))
+    assert all(path.is_absolute() for path in files)
+    assert PurePosixPath("/etc/hostname") in files
