@@ -1,0 +1,1 @@
+"""novaops.executor: the privileged node agent (ExecutorService, registration, host facts)."""

@@ -1,0 +1,522 @@
+"""libvirt behind one small interface: the real connection and an in-memory twin.
+
+:class:`LibvirtGateway` is all the executor asks of libvirt. :class:`LibvirtConnection`
+implements it on libvirt-python; :class:`FakeLibvirt` implements it in memory for
+unit tests. What callers may rely on:
+
+* Every method is a coroutine that never blocks the event loop: libvirt calls run
+  on a small dedicated thread pool, each bounded by ``call_timeout`` seconds.
+* libvirt being unreachable (bad URI, missing file, daemon down, no answer in
+  time) raises :class:`LibvirtUnavailable` with a one-line message; callers report
+  it as a fact. A missing domain raises :class:`DomainNotFound`.
+* The connection is opened lazily and reopened after a connection failure, so a
+  libvirtd restart heals without restarting the executor.
+* Domain states are libvirt ``virDomainState`` codes; state reasons are already
+  symbolic (``VIR_DOMAIN_PAUSED_USER`` -> ``"user"``), see :func:`state_reason_name`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEFAULT_CALL_TIMEOUT_SECONDS = 5.0
+# Calls still running in their threads; beyond this a hung libvirt gets no more
+# threads and callers are told at once that it is not answering.
+_MAX_CALLS_IN_FLIGHT = 8
+
+# libvirt virDomainState codes (stable ABI, include/libvirt/libvirt-domain.h).
+NOSTATE, RUNNING, BLOCKED, PAUSED, SHUTDOWN, SHUTOFF, CRASHED, PMSUSPENDED = range(8)
+
+# Reason codes per state, in libvirt's numbering (virDomain<State>Reason); the
+# name is the symbol's suffix in lower case. Kept here rather than read from the
+# libvirt module so the fake and the pure mapping need no libvirt import.
+_REASONS: dict[int, tuple[str, ...]] = {
+    NOSTATE: ("unknown",),
+    RUNNING: (
+        "unknown",
+        "booted",
+        "migrated",
+        "restored",
+        "from_snapshot",
+        "unpaused",
+        "migration_canceled",
+        "save_canceled",
+        "wakeup",
+        "crashed",
+        "postcopy",
+        "postcopy_failed",
+    ),
+    BLOCKED: ("unknown",),
+    PAUSED: (
+        "unknown",
+        "user",
+        "migration",
+        "save",
+        "dump",
+        "ioerror",
+        "watchdog",
+        "from_snapshot",
+        "shutting_down",
+        "snapshot",
+        "crashed",
+        "starting_up",
+        "postcopy",
+        "postcopy_failed",
+        "api_error",
+    ),
+    SHUTDOWN: ("unknown", "user"),
+    SHUTOFF: (
+        "unknown",
+        "shutdown",
+        "destroyed",
+        "crashed",
+        "migrated",
+        "saved",
+        "failed",
+        "from_snapshot",
+        "daemon",
+    ),
+    CRASHED: ("unknown", "panicked"),
+    PMSUSPENDED: ("unknown",),
+}
+
+
+def state_reason_name(state: int, reason: int) -> str:
+    """libvirt's symbolic name of a state reason; ``"reason-<n>"`` for one newer than us."""
+    names = _REASONS.get(state, ())
+    if 0 <= reason < len(names):
+        return names[reason]
+    return f"reason-{reason}"
+
+
+def format_libvirt_version(number: int) -> str:
+    """libvirt's packed version (major * 1e6 + minor * 1e3 + release) as "9.0.0"."""
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
+class LibvirtUnavailable(Exception):
+    """libvirt could not be reached or did not answer; the message is one line."""
+
+
+class DomainNotFound(Exception):
+    """No domain of that name exists on this node."""
+
+
+@dataclass(frozen=True)
+class HypervisorInfo:
+    """What libvirt says about itself and the hypervisor it drives."""
+
+    libvirt_version: str
+    hypervisor: str
+
+
+@dataclass(frozen=True)
+class DomainRecord:
+    """One domain as listed; ``state`` is a virDomainState code, ``reason`` symbolic."""
+
+    name: str
+    uuid: str
+    state: int
+    reason: str
+    vcpus: int
+    memory_kib: int
+    persistent: bool
+    autostart: bool
+    uptime_seconds: int = 0
+
+
+@dataclass(frozen=True)
+class BlockCounters:
+    device: str
+    read_bytes: int = 0
+    write_bytes: int = 0
+    read_requests: int = 0
+    write_requests: int = 0
+    errors: int = 0
+
+
+@dataclass(frozen=True)
+class InterfaceCounters:
+    device: str
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    rx_packets: int = 0
+    tx_packets: int = 0
+    rx_errors: int = 0
+    tx_errors: int = 0
+    rx_drops: int = 0
+    tx_drops: int = 0
+
+
+@dataclass(frozen=True)
+class DomainCounters:
+    """Counters of one domain; zeros and no devices when it is not running."""
+
+    cpu_time_ns: int = 0
+    memory_kib: int = 0
+    rss_kib: int = 0
+    block: tuple[BlockCounters, ...] = ()
+    interfaces: tuple[InterfaceCounters, ...] = ()
+
+
+class LibvirtGateway(Protocol):
+    """The libvirt operations the executor uses."""
+
+    @property
+    def uri(self) -> str:
+        """The libvirt URI this gateway talks to."""
+        ...
+
+    async def hypervisor_info(self) -> HypervisorInfo:
+        """libvirt and hypervisor versions. Raises LibvirtUnavailable."""
+        ...
+
+    async def list_domains(self) -> list[DomainRecord]:
+        """Every domain (active and inactive), sorted by name. Raises LibvirtUnavailable."""
+        ...
+
+    async def domain_counters(self, name: str) -> DomainCounters:
+        """Counters of one domain. Raises DomainNotFound or LibvirtUnavailable."""
+        ...
+
+    async def close(self) -> None:
+        """Release the connection; later calls may reopen it."""
+        ...
+
+
+def parse_domain_devices(domain_xml: str) -> tuple[list[str], list[str]]:
+    """(disk target devices, interface target devices) named in a domain's XML.
+
+    These are the names domain.blockStats/interfaceStats accept. Devices without
+    a target (an interface of a shut-off domain, a cdrom slot) are left out.
+    """
+    root = ET.fromstring(domain_xml)
+    disks = [dev for target in root.iterfind("./devices/disk/target") if (dev := target.get("dev"))]
+    interfaces = [
+        dev for target in root.iterfind("./devices/interface/target") if (dev := target.get("dev"))
+    ]
+    return disks, interfaces
+
+
+def _non_negative(values: Iterable[Any]) -> list[int]:
+    # libvirt reports -1 for a counter the driver does not support.
+    return [max(int(v), 0) for v in values]
+
+
+class LibvirtConnection:
+    """The real gateway on libvirt-python (``libvirt.open(uri)``)."""
+
+    def __init__(self, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS) -> None:
+        import libvirt
+
+        self._libvirt = libvirt
+        # libvirt prints every error to stderr by default; ours are reported as facts.
+        libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        self._uri = uri
+        self._call_timeout = call_timeout
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        # Separate from _lock, which a hung libvirt.open() may hold indefinitely.
+        self._in_flight_lock = threading.Lock()
+        self._connection_error_codes = {
+            getattr(libvirt, name)
+            for name in (
+                "VIR_ERR_SYSTEM_ERROR",
+                "VIR_ERR_RPC",
+                "VIR_ERR_NO_CONNECT",
+                "VIR_ERR_INVALID_CONN",
+                "VIR_ERR_AUTH_UNAVAILABLE",
+            )
+            if hasattr(libvirt, name)
+        }
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    async def _call(self, operation: Callable[[Any], T]) -> T:
+        """operation(connection), off the event loop, bounded by call_timeout."""
+        return await self._in_thread(lambda: self._run(operation))
+
+    async def _in_thread(self, work: Callable[[], T]) -> T:
+        """Run work in its own daemon thread, bounded by call_timeout.
+
+        Daemon threads, not a pool: a libvirt call that never returns must not
+        keep the process from exiting at shutdown.
+        """
+        with self._in_flight_lock:
+            if self._in_flight >= _MAX_CALLS_IN_FLIGHT:
+                raise LibvirtUnavailable(
+                    f"libvirt at {self._uri} is not answering "
+                    f"({self._in_flight} calls still pending)"
+                )
+            self._in_flight += 1
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        threading.Thread(
+            target=self._work, args=(loop, future, work), name="libvirt-call", daemon=True
+        ).start()
+        try:
+            return await asyncio.wait_for(future, self._call_timeout)
+        except TimeoutError:
+            raise LibvirtUnavailable(
+                f"libvirt at {self._uri} did not answer within {self._call_timeout:g}s"
+            ) from None
+
+    def _work(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[T],
+        work: Callable[[], T],
+    ) -> None:
+        deliver: Callable[[], None]
+        try:
+            result = work()
+
+            def deliver() -> None:
+                if not future.done():  # done = the caller timed out or was cancelled
+                    future.set_result(result)
+
+        except Exception as exc:
+            error = exc
+
+            def deliver() -> None:
+                if not future.done():
+                    future.set_exception(error)
+
+        finally:
+            with self._in_flight_lock:
+                self._in_flight -= 1
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(deliver)
+
+    def _connection(self) -> Any:
+        with self._lock:
+            if self._conn is not None:
+                try:
+                    alive = self._conn.isAlive() == 1
+                except self._libvirt.libvirtError:
+                    alive = False
+                if alive:
+                    return self._conn
+                self._close_locked()
+            try:
+                self._conn = self._libvirt.open(self._uri)
+            except self._libvirt.libvirtError as exc:
+                raise LibvirtUnavailable(
+                    f"cannot connect to libvirt at {self._uri}: {_one_line(exc)}"
+                ) from None
+            return self._conn
+
+    def _close_locked(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(self._libvirt.libvirtError):
+                conn.close()
+
+    def _run(self, operation: Callable[[Any], T]) -> T:
+        """Run operation on the connection; retry once on a fresh one if it broke."""
+        conn = self._connection()
+        try:
+            return operation(conn)
+        except self._libvirt.libvirtError as exc:
+            if exc.get_error_code() not in self._connection_error_codes:
+                raise self._translate(exc) from None
+            log.warning("libvirt connection to %s broke, reconnecting: %s", self._uri, exc)
+            with self._lock:
+                if self._conn is conn:
+                    self._close_locked()
+        conn = self._connection()
+        try:
+            return operation(conn)
+        except self._libvirt.libvirtError as exc:
+            raise self._translate(exc) from None
+
+    def _translate(self, exc: Any) -> Exception:
+        if exc.get_error_code() == self._libvirt.VIR_ERR_NO_DOMAIN:
+            return DomainNotFound(_one_line(exc))
+        return LibvirtUnavailable(f"libvirt at {self._uri}: {_one_line(exc)}")
+
+    async def hypervisor_info(self) -> HypervisorInfo:
+        def read(conn: Any) -> HypervisorInfo:
+            return HypervisorInfo(
+                libvirt_version=format_libvirt_version(conn.getLibVersion()),
+                hypervisor=f"{conn.getType()} {format_libvirt_version(conn.getVersion())}",
+            )
+
+        return await self._call(read)
+
+    async def list_domains(self) -> list[DomainRecord]:
+        return await self._call(self._list_domains)
+
+    def _list_domains(self, conn: Any) -> list[DomainRecord]:
+        records = []
+        for dom in conn.listAllDomains(0):
+            try:
+                records.append(self._record(dom))
+            except self._libvirt.libvirtError as exc:
+                # The domain went away between listing and reading it.
+                if exc.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return sorted(records, key=lambda r: r.name)
+
+    def _record(self, dom: Any) -> DomainRecord:
+        state, reason = dom.state(0)
+        _, max_mem_kib, _, vcpus, _ = dom.info()
+        persistent = dom.isPersistent() == 1
+        try:
+            autostart = bool(dom.autostart())
+        except self._libvirt.libvirtError:
+            autostart = False  # transient domains have no autostart setting
+        return DomainRecord(
+            name=dom.name(),
+            uuid=dom.UUIDString(),
+            state=state,
+            reason=state_reason_name(state, reason),
+            vcpus=vcpus,
+            memory_kib=max_mem_kib,
+            persistent=persistent,
+            autostart=autostart,
+        )
+
+    async def domain_counters(self, name: str) -> DomainCounters:
+        def read(conn: Any) -> DomainCounters:
+            return self._counters(conn.lookupByName(name))
+
+        return await self._call(read)
+
+    def _counters(self, dom: Any) -> DomainCounters:
+        if dom.isActive() != 1:
+            return DomainCounters()
+        _, _, memory_kib, _, cpu_time_ns = dom.info()
+        try:
+            rss_kib = int(dom.memoryStats().get("rss", 0))
+        except self._libvirt.libvirtError:
+            rss_kib = 0
+        disks, interfaces = parse_domain_devices(dom.XMLDesc(0))
+        block = []
+        for dev in disks:
+            try:
+                rd_req, rd_bytes, wr_req, wr_bytes, errs = _non_negative(dom.blockStats(dev))
+            except self._libvirt.libvirtError:
+                continue  # e.g. an empty cdrom drive has no statistics
+            block.append(BlockCounters(dev, rd_bytes, wr_bytes, rd_req, wr_req, errs))
+        nics = []
+        for dev in interfaces:
+            try:
+                rx_b, rx_p, rx_e, rx_d, tx_b, tx_p, tx_e, tx_d = _non_negative(
+                    dom.interfaceStats(dev)
+                )
+            except self._libvirt.libvirtError:
+                continue
+            nics.append(InterfaceCounters(dev, rx_b, tx_b, rx_p, tx_p, rx_e, tx_e, rx_d, tx_d))
+        return DomainCounters(
+            cpu_time_ns=max(int(cpu_time_ns), 0),
+            memory_kib=int(memory_kib),
+            rss_kib=rss_kib,
+            block=tuple(block),
+            interfaces=tuple(nics),
+        )
+
+    async def close(self) -> None:
+        def close_connection() -> None:
+            with self._lock:
+                self._close_locked()
+
+        try:
+            await self._in_thread(close_connection)
+        except LibvirtUnavailable as exc:
+            log.warning("closing the libvirt connection: %s", exc)
+
+
+def _ignore_libvirt_error(_ctx: object, _error: object) -> None:
+    return None
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
+@dataclass
+class FakeDomain:
+    """A domain of :class:`FakeLibvirt`; mutate it in tests to change what is seen."""
+
+    name: str
+    state: int = RUNNING
+    reason: str = "unknown"
+    uuid: str = "00000000-0000-0000-0000-000000000000"
+    vcpus: int = 1
+    memory_kib: int = 1_048_576
+    persistent: bool = True
+    autostart: bool = False
+    counters: DomainCounters = field(default_factory=DomainCounters)
+
+
+class FakeLibvirt:
+    """In-memory :class:`LibvirtGateway`. Set ``error`` to simulate libvirt being down."""
+
+    def __init__(
+        self,
+        domains: Iterable[FakeDomain] = (),
+        *,
+        uri: str = "test:///fake",
+        info: HypervisorInfo = HypervisorInfo("9.0.0", "TEST 9.0.0"),
+        error: str | None = None,
+    ) -> None:
+        self.domains = {d.name: d for d in domains}
+        self.info = info
+        self.error = error
+        self.closed = False
+        self._uri = uri
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise LibvirtUnavailable(self.error)
+
+    async def hypervisor_info(self) -> HypervisorInfo:
+        self._check()
+        return self.info
+
+    async def list_domains(self) -> list[DomainRecord]:
+        self._check()
+        return [
+            DomainRecord(
+                name=d.name,
+                uuid=d.uuid,
+                state=d.state,
+                reason=d.reason,
+                vcpus=d.vcpus,
+                memory_kib=d.memory_kib,
+                persistent=d.persistent,
+                autostart=d.autostart,
+            )
+            for d in sorted(self.domains.values(), key=lambda d: d.name)
+        ]
+
+    async def domain_counters(self, name: str) -> DomainCounters:
+        self._check()
+        domain = self.domains.get(name)
+        if domain is None:
+            raise DomainNotFound(f"Domain not found: no domain with matching name '{name}'")
+        if domain.state not in (RUNNING, PAUSED, BLOCKED, CRASHED):
+            return DomainCounters()
+        return replace(domain.counters)
+
+    async def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,242 @@
+"""``novaops-executor --config FILE``: the node agent daemon.
+
+Exit codes: 0 after a clean shutdown (SIGTERM/SIGINT), 2 when it cannot start
+(bad configuration, listen address in use, unusable state folder). Expected
+failures print one line, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import logging
+import signal
+import socket
+import sys
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
+from pathlib import Path
+
+import grpc
+
+from novaops.client.config import ConfigError
+from novaops.client.tls import server_credentials
+from novaops.executor.config import ExecutorConfig
+from novaops.executor.facts import gather_host_facts
+from novaops.executor.hostroot import HostRoot
+from novaops.executor.libvirt_access import LibvirtConnection, LibvirtGateway
+from novaops.executor.registration import GrpcControllerLink, Registrar
+from novaops.executor.server import ExecutorContext, add_executor_service, evaluate_health
+from novaops.v1 import common_pb2
+
+log = logging.getLogger("novaops.executor")
+
+PROG = "novaops-executor"
+EXIT_CANNOT_START = 2
+SHUTDOWN_GRACE_SECONDS = 5.0
+HEARTBEAT_HEALTH_TIMEOUT_SECONDS = 1.0
+# SO_REUSEPORT is on by default in gRPC; with it a second server would share the
+# port silently instead of failing with "address already in use".
+SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
+
+
+class StartupError(Exception):
+    """The executor cannot start; the message is one line for the operator."""
+
+
+def novaops_version() -> str:
+    try:
+        return package_version("novaops")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def check_port_free(listen: str) -> None:
+    """StartupError if something already listens on listen (host:port).
+
+    grpc reports a port in use by returning 0 or raising, after printing its own
+    multi-line error to stderr; probing first keeps the operator's message to one
+    line. SO_REUSEADDR as grpc sets it, so only a live listener counts as in use.
+    """
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        addresses = socket.getaddrinfo(
+            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (OSError, ValueError) as exc:
+        raise StartupError(f"cannot listen on {listen}: {exc}") from None
+    for family, kind, proto, _, address in addresses:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise StartupError(
+                        f"cannot listen on {listen}: address already in use"
+                    ) from None
+                raise StartupError(f"cannot listen on {listen}: {exc.strerror}") from None
+
+
+def bind(server: grpc.aio.Server, config: ExecutorConfig) -> int:
+    """Bind the listen address; the bound port. StartupError if it cannot be bound."""
+    check_port_free(config.listen)
+    try:
+        if config.tls.insecure:
+            port = server.add_insecure_port(config.listen)
+        else:
+            port = server.add_secure_port(config.listen, server_credentials(config.tls))
+    except RuntimeError:
+        # grpc raises instead of returning 0 for some failures (1.85: in-use ports).
+        port = 0
+    if port == 0:
+        raise StartupError(f"cannot listen on {config.listen}: address already in use")
+    return port
+
+
+class Executor:
+    """The daemon's parts, started and stopped in order.
+
+    Tests run it in-process: ``await Executor(config).start()``, then ``stop()``.
+    """
+
+    def __init__(self, config: ExecutorConfig, libvirt: LibvirtGateway | None = None) -> None:
+        self.config = config
+        self.libvirt = libvirt or LibvirtConnection(config.libvirt_uri)
+        self.ctx = ExecutorContext(
+            node=config.node,
+            version=novaops_version(),
+            host_root=HostRoot(config.host_root),
+            libvirt=self.libvirt,
+            state_dir=config.state_dir,
+            insecure=config.tls.insecure,
+        )
+        self.server = grpc.aio.server(options=SERVER_OPTIONS)
+        add_executor_service(self.server, self.ctx)
+        self.registrar = Registrar(
+            node=config.node,
+            address=config.advertise,
+            version=self.ctx.version,
+            controllers=config.controllers,
+            connect=lambda target: GrpcControllerLink(target, config.tls),
+            facts=self._facts,
+            health=self._health,
+            labels=dict(config.labels),
+        )
+        self.port = 0
+        self._registration: asyncio.Task[None] | None = None
+
+    async def _facts(self) -> common_pb2.HostFacts:
+        return await gather_host_facts(self.ctx.host_root, self.libvirt)
+
+    async def _health(self) -> common_pb2.HealthStatus:
+        quarantined = self.ctx.quarantined()
+        try:
+            facts = await asyncio.wait_for(self._facts(), HEARTBEAT_HEALTH_TIMEOUT_SECONDS)
+        except TimeoutError:
+            # A libvirt too slow to answer is unhealthy; the heartbeat must not wait
+            # for it, or the controller would see the node as down instead.
+            facts = common_pb2.HostFacts(libvirt_reachable=False)
+        return evaluate_health(facts, quarantined)
+
+    async def start(self) -> None:
+        """Bind, serve and start registering. StartupError if it cannot serve."""
+        try:
+            self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(
+                f"cannot create state_dir {self.config.state_dir}: {exc.strerror}"
+            ) from None
+        if self.config.tls.insecure:
+            log.warning(
+                "INSECURE: serving without TLS and without caller checks on %s "
+                "(tls.insecure = true)",
+                self.config.listen,
+            )
+        self.port = bind(self.server, self.config)
+        await self.server.start()
+        log.info(
+            "executor %s serving on %s (host root %s, libvirt %s)",
+            self.config.node,
+            self.config.listen,
+            self.config.host_root,
+            self.config.libvirt_uri,
+        )
+        self._registration = asyncio.create_task(self.registrar.run(), name="registration")
+
+    async def abandon_start(self) -> None:
+        """Release what a failed start() acquired, quietly."""
+        await self.server.stop(None)
+        await self.libvirt.close()
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
+        """Ordered shutdown: stop accepting and drain RPCs, stop registering, close libvirt."""
+        log.info("shutting down: draining for up to %.0fs", grace)
+        await self.server.stop(grace)
+        if self._registration is not None:
+            self._registration.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._registration
+        await self.libvirt.close()
+        log.info("executor %s stopped", self.config.node)
+
+
+async def serve(config: ExecutorConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    executor = Executor(config)
+    try:
+        await executor.start()
+    except BaseException:
+        await executor.abandon_start()
+        raise
+    try:
+        await stop.wait()
+    finally:
+        await executor.stop()
+
+
+def setup_logging(log_file: Path | None) -> None:
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="executor TOML file")
+    parser.add_argument("--version", action="version", version=novaops_version())
+    args = parser.parse_args(argv)
+    try:
+        config = ExecutorConfig.load(Path(args.config))
+        setup_logging(config.log_file)
+    except ConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except OSError as exc:
+        print(f"{PROG}: cannot open log file: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    try:
+        asyncio.run(serve(config))
+    except StartupError as exc:
+        if config.log_file is not None:  # on stderr, the print below is the one line
+            log.error("%s", exc)
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return EXIT_CANNOT_START
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,241 @@
+"""Registration with the controllers and the heartbeat that keeps the node up.
+
+The loop registers with the first controller of the configured list that
+answers, failing over in order and backing off (with jitter, capped at a few
+seconds) after each failure; then it heartbeats at the interval the controller
+gave. A failed heartbeat moves on to the next controller; ``known = false``
+means the controller lost the node, so it registers again. Every failure is
+one log line and the loop never ends by itself: only cancellation stops it.
+
+The decisions are pure (:func:`next_controller_index`, :class:`Backoff`); the
+transport (:class:`ControllerLink`), sleep and randomness are injected so the
+loop runs under fakes in tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import grpc
+
+from novaops.client.config import TLSFiles
+from novaops.client.tls import secure_aio_channel
+from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CALL_TIMEOUT_SECONDS = 5.0
+# Used when a controller answers heartbeat_interval_ms = 0 (it should not).
+DEFAULT_HEARTBEAT_SECONDS = 1.0
+MIN_HEARTBEAT_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Capped exponential backoff with jitter: ``delay(n)`` before attempt n+1.
+
+    The jitter takes up to ``jitter`` of the delay away so that executors that
+    lost the same controller do not come back in lock step.
+    """
+
+    initial_seconds: float = 0.2
+    cap_seconds: float = 5.0
+    jitter: float = 0.5
+
+    def delay(self, failures: int, rand: float) -> float:
+        """Seconds to wait after ``failures`` consecutive failures (>= 1); rand in [0, 1)."""
+        base = min(self.cap_seconds, self.initial_seconds * 2.0 ** max(failures - 1, 0))
+        return base * (1.0 - self.jitter * rand)
+
+
+def next_controller_index(index: int, count: int) -> int:
+    """The controller to try after the one at index, wrapping around the list."""
+    return (index + 1) % count
+
+
+def describe_rpc_error(exc: BaseException) -> str:
+    """One line for a failed controller call."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        details = " ".join((exc.details() or "").split())
+        return f"{exc.code().name}: {details}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+class ControllerLink(Protocol):
+    """The RegistryService calls of one controller."""
+
+    async def register(
+        self, request: controller_pb2.RegisterRequest, timeout: float
+    ) -> controller_pb2.RegisterResponse: ...
+
+    async def heartbeat(
+        self, request: controller_pb2.HeartbeatRequest, timeout: float
+    ) -> controller_pb2.HeartbeatResponse: ...
+
+    async def close(self) -> None: ...
+
+
+class GrpcControllerLink:
+    """ControllerLink over an mTLS gRPC channel."""
+
+    def __init__(self, target: str, tls: TLSFiles) -> None:
+        self._channel = secure_aio_channel(target, tls)
+        self._stub = controller_pb2_grpc.RegistryServiceStub(self._channel)
+
+    async def register(
+        self, request: controller_pb2.RegisterRequest, timeout: float
+    ) -> controller_pb2.RegisterResponse:
+        response: controller_pb2.RegisterResponse = await self._stub.Register(
+            request, timeout=timeout
+        )
+        return response
+
+    async def heartbeat(
+        self, request: controller_pb2.HeartbeatRequest, timeout: float
+    ) -> controller_pb2.HeartbeatResponse:
+        response: controller_pb2.HeartbeatResponse = await self._stub.Heartbeat(
+            request, timeout=timeout
+        )
+        return response
+
+    async def close(self) -> None:
+        await self._channel.close(grace=None)
+
+
+@dataclass
+class RegistrationStatus:
+    """What the loop last learned; read by the daemon (e.g. for health)."""
+
+    controller: str | None = None
+    registered: bool = False
+    # The quarantine state the controllers' store holds; None until told.
+    quarantined: bool | None = None
+    heartbeats_sent: int = 0
+    failures: int = 0
+
+
+@dataclass
+class Registrar:
+    """Registers this node and keeps it alive; run :meth:`run` as a task, cancel to stop."""
+
+    node: str
+    address: str
+    version: str
+    controllers: Sequence[str]
+    connect: Callable[[str], ControllerLink]
+    facts: Callable[[], Awaitable[common_pb2.HostFacts]]
+    health: Callable[[], Awaitable[common_pb2.HealthStatus]]
+    labels: dict[str, str] = field(default_factory=dict)
+    backoff: Backoff = field(default_factory=Backoff)
+    call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    rand: Callable[[], float] = random.random
+    status: RegistrationStatus = field(default_factory=RegistrationStatus)
+
+    def __post_init__(self) -> None:
+        if not self.controllers:
+            raise ValueError("at least one controller address is needed")
+        self._index = 0
+        self._sequence = 0
+
+    async def run(self) -> None:
+        """Register and heartbeat until cancelled; never raises anything else."""
+        while True:
+            target = self.controllers[self._index]
+            link = self.connect(target)
+            try:
+                interval = await self._register(target, link)
+                if interval is None:
+                    self._index = next_controller_index(self._index, len(self.controllers))
+                    await self.sleep(self.backoff.delay(self.status.failures, self.rand()))
+                    continue
+                if not await self._heartbeat_until_lost(target, link, interval):
+                    self._index = next_controller_index(self._index, len(self.controllers))
+            finally:
+                await asyncio.shield(link.close())
+
+    async def _register(self, target: str, link: ControllerLink) -> float | None:
+        """The heartbeat interval in seconds, or None when registration failed."""
+        try:
+            request = controller_pb2.RegisterRequest(
+                node=self.node,
+                address=self.address,
+                version=self.version,
+                facts=await self.facts(),
+                labels=self.labels,
+            )
+            response = await asyncio.wait_for(
+                link.register(request, self.call_timeout), self.call_timeout
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self.status.failures += 1
+            self.status.registered = False
+            log.warning(
+                "register with controller %s failed (attempt %d): %s",
+                target,
+                self.status.failures,
+                describe_rpc_error(exc),
+            )
+            return None
+        self.status.failures = 0
+        self.status.registered = True
+        self.status.controller = response.controller or target
+        self.status.quarantined = response.quarantined
+        interval_ms = response.heartbeat_interval_ms
+        interval = interval_ms / 1000 if interval_ms else DEFAULT_HEARTBEAT_SECONDS
+        log.info(
+            "registered node %s with controller %s (%s), heartbeat every %.2fs",
+            self.node,
+            self.status.controller,
+            target,
+            interval,
+        )
+        return max(interval, MIN_HEARTBEAT_SECONDS)
+
+    async def _heartbeat_until_lost(
+        self, target: str, link: ControllerLink, interval: float
+    ) -> bool:
+        """Heartbeat until something goes wrong.
+
+        Returns True when the controller forgot the node (register there again),
+        False when the heartbeat failed (move on to the next controller).
+        """
+        while True:
+            await self.sleep(interval)
+            self._sequence += 1
+            try:
+                request = controller_pb2.HeartbeatRequest(
+                    node=self.node, sequence=self._sequence, health=await self.health()
+                )
+                response = await asyncio.wait_for(
+                    link.heartbeat(request, self.call_timeout), self.call_timeout
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.status.registered = False
+                log.warning(
+                    "heartbeat to controller %s failed, failing over: %s",
+                    target,
+                    describe_rpc_error(exc),
+                )
+                return False
+            self.status.heartbeats_sent += 1
+            self.status.quarantined = response.quarantined
+            if not response.known:
+                self.status.registered = False
+                log.info(
+                    "controller %s does not know node %s; registering again",
+                    target,
+                    self.node,
+                )
+                return True
