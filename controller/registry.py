@@ -1,0 +1,27 @@
+"""Pure rules of the node registry, shared by the registry service and the watch loop."""
+
+from __future__ import annotations
+
+# A heartbeat a little late (a GC pause, a busy event loop) must not mark a node
+# down: the grace is half an interval, capped so slow intervals stay responsive.
+GRACE_FRACTION = 0.5
+MAX_GRACE_SECONDS = 2.0
+
+
+def liveness_ttl(heartbeat_interval_ms: int, missed_limit: int) -> float:
+    """Seconds a node stays up after a heartbeat: ``missed_limit`` intervals plus a grace.
+
+    >>> liveness_ttl(1000, 3)
+    3.5
+    """
+    if heartbeat_interval_ms <= 0 or missed_limit <= 0:
+        raise ValueError("heartbeat interval and missed-heartbeats limit must be positive")
+    interval = heartbeat_interval_ms / 1000
+    return interval * missed_limit + min(interval * GRACE_FRACTION, MAX_GRACE_SECONDS)
+
+
+def seconds_since_heartbeat(last_heartbeat: float | None, now: float) -> float | None:
+    """Age of a node's last heartbeat in wall seconds (never negative), or None if never seen."""
+    if last_heartbeat is None:
+        return None
+    return max(0.0, now - last_heartbeat)
