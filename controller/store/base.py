@@ -168,3 +168,23 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def get_history(self, node: str | None = None) -> list[HistoryEntry]:
         """History entries in sequence order (payloads are opaque)."""
+
+    # -- cluster events (bounded, ordered log) ---------------------------------
+
+    @abc.abstractmethod
+    async def append_event(self, payload: bytes, retain: int) -> int:
+        """Append an event; return its sequence (increasing). Keeps about ``retain``."""
+
+    @abc.abstractmethod
+    async def list_events(self, after: int, limit: int) -> list[HistoryEntry]:
+        """Events with a sequence greater than ``after``, oldest first, at most ``limit``."""
+
+    # -- small settings kept by the leader (automation pause, breaker) --------
+
+    @abc.abstractmethod
+    async def get_setting(self, key: str) -> bytes | None:
+        """A setting's value, or None."""
+
+    @abc.abstractmethod
+    async def put_setting(self, key: str, value: bytes, fence: LeaderTerm) -> None:
+        """Set a setting; raises FencingError when ``fence`` is not the current term."""

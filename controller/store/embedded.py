@@ -65,6 +65,11 @@ CREATE TABLE IF NOT EXISTS leader (
     expires_at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS quarantine (node TEXT PRIMARY KEY, record BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    sequence INTEGER PRIMARY KEY AUTOINCREMENT,
+    payload BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
@@ -401,6 +406,47 @@ class EmbeddedStore(Store):
             return [HistoryEntry(int(seq), bytes(payload)) for seq, payload in rows.fetchall()]
 
         return await self._run(op)
+
+    # -- events and settings -------------------------------------------------
+
+    async def append_event(self, payload: bytes, retain: int) -> int:
+        def op(db: sqlite3.Connection) -> int:
+            cursor = db.execute("INSERT INTO events (payload) VALUES (?)", (payload,))
+            assert cursor.lastrowid is not None
+            db.execute("DELETE FROM events WHERE sequence <= ?", (cursor.lastrowid - retain,))
+            return cursor.lastrowid
+
+        return await self._run(op)
+
+    async def list_events(self, after: int, limit: int) -> list[HistoryEntry]:
+        def op(db: sqlite3.Connection) -> list[HistoryEntry]:
+            rows = db.execute(
+                "SELECT sequence, payload FROM events WHERE sequence > ? ORDER BY sequence LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [HistoryEntry(int(seq), bytes(payload)) for seq, payload in rows]
+
+        return await self._run(op)
+
+    async def get_setting(self, key: str) -> bytes | None:
+        def op(db: sqlite3.Connection) -> bytes | None:
+            row = db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self._run(op)
+
+    async def put_setting(self, key: str, value: bytes, fence: LeaderTerm) -> None:
+        now = self._clock.wall()
+
+        def op(db: sqlite3.Connection) -> None:
+            self._fence(db, fence, now)
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self._run(op)
 
 
 def _read_pid(fd: int) -> int | None:

@@ -56,6 +56,7 @@ Op = dict[str, Any]
 
 # Attempts at appending history when the sequence counter moved under us; only
 # the leader writes, so losing more than a couple of races means something is wrong.
+_EVENT_TRIM_EVERY = 100
 _APPEND_ATTEMPTS = 8
 
 
@@ -170,6 +171,7 @@ class EtcdStore(Store):
         self._generation = 0
         self._preferred = 0  # index of the endpoint that answered last
         self._node_leases: dict[str, tuple[int, int]] = {}  # name -> (lease id, ttl)
+        self._appended_events = 0
 
     @property
     def endpoint(self) -> str:
@@ -529,3 +531,72 @@ class EtcdStore(Store):
                     HistoryEntry(int(kv.key[len(base) :]), base64.b64decode(doc["payload"]))
                 )
         return entries
+
+    # -- events and settings -------------------------------------------------
+    # An event's sequence is the etcd revision that created its key: globally
+    # increasing without a counter to contend on, and directly usable as the
+    # range filter min_create_revision.
+
+    async def append_event(self, payload: bytes, retain: int) -> int:
+        return await asyncio.to_thread(self._append_event_sync, payload, retain)
+
+    def _append_event_sync(self, payload: bytes, retain: int) -> int:
+        key = self._key("events", uuid.uuid4().hex)
+        response = self._txn([_put(key, payload)])
+        sequence = int(response["header"]["revision"])
+        self._appended_events += 1
+        if self._appended_events % _EVENT_TRIM_EVERY == 0:
+            self._trim_events(retain)
+        return sequence
+
+    def _trim_events(self, retain: int) -> None:
+        base = self._key("events", "")
+        request = _range(base, prefix=True)
+        request["request_range"].update(
+            {"keys_only": True, "sort_order": "ASCEND", "sort_target": "CREATE"}
+        )
+        kvs = _kvs(self._txn([request])["responses"][0])
+        excess = kvs[: max(0, len(kvs) - retain)]
+        for start in range(0, len(excess), 64):
+            self._txn([_delete(kv.key) for kv in excess[start : start + 64]])
+
+    async def list_events(self, after: int, limit: int) -> list[HistoryEntry]:
+        return await asyncio.to_thread(self._list_events_sync, after, limit)
+
+    def _list_events_sync(self, after: int, limit: int) -> list[HistoryEntry]:
+        request = _range(self._key("events", ""), prefix=True)
+        request["request_range"].update(
+            {
+                "sort_order": "ASCEND",
+                "sort_target": "CREATE",
+                "min_create_revision": after + 1,
+                "limit": limit,
+            }
+        )
+        kvs = _kvs(self._txn([request])["responses"][0])
+        return [HistoryEntry(kv.create_revision, kv.value) for kv in kvs]
+
+    async def get_setting(self, key: str) -> bytes | None:
+        return await asyncio.to_thread(self._get_setting_sync, key)
+
+    def _get_setting_sync(self, key: str) -> bytes | None:
+        found = _one(self._txn([_range(self._key("settings", key))])["responses"][0])
+        return found.value if found else None
+
+    async def put_setting(self, key: str, value: bytes, fence: LeaderTerm) -> None:
+        await asyncio.to_thread(self._put_setting_sync, key, value, fence)
+
+    def _put_setting_sync(self, key: str, value: bytes, fence: LeaderTerm) -> None:
+        leader_key = self._key("leader")
+        response = self._txn(
+            compare=[_compare(leader_key, "CREATE", fence.record.revision)],
+            success=[_put(self._key("settings", key), value)],
+            failure=[_range(leader_key)],
+        )
+        if not response.get("succeeded"):
+            leader = _one(response["responses"][0])
+            current = leader.create_revision if leader else None
+            raise FencingError(
+                f"term {fence.record.revision} of {fence.record.name} is not the current "
+                f"leader term (current: {current})"
+            )

@@ -52,6 +52,8 @@ class MemoryStore(Store):
         self._leader: _Leadership | None = None
         self._quarantines: dict[str, bytes] = {}
         self._history: list[tuple[str, HistoryEntry]] = []
+        self._events: list[HistoryEntry] = []
+        self._settings: dict[str, bytes] = {}
 
     @property
     def endpoint(self) -> str:
@@ -202,3 +204,22 @@ class MemoryStore(Store):
 
     async def get_history(self, node: str | None = None) -> list[HistoryEntry]:
         return [entry for owner, entry in self._history if node is None or owner == node]
+
+    # -- events and settings -------------------------------------------------
+
+    async def append_event(self, payload: bytes, retain: int) -> int:
+        entry = HistoryEntry(self._bump(), payload)
+        self._events.append(entry)
+        del self._events[: max(0, len(self._events) - retain)]
+        return entry.sequence
+
+    async def list_events(self, after: int, limit: int) -> list[HistoryEntry]:
+        return [e for e in self._events if e.sequence > after][:limit]
+
+    async def get_setting(self, key: str) -> bytes | None:
+        return self._settings.get(key)
+
+    async def put_setting(self, key: str, value: bytes, fence: LeaderTerm) -> None:
+        self._fence(fence)
+        self._settings[key] = value
+        self._bump()

@@ -246,6 +246,45 @@ async def test_history_is_ordered_and_filtered_by_node(backend: Backend) -> None
     assert await store.get_quarantines() == {"node-b": b"qb"}
 
 
+# -- events and settings ----------------------------------------------------------
+
+
+async def test_events_are_ordered_bounded_and_read_after_a_cursor(backend: Backend) -> None:
+    store = backend.store
+    sequences = [await store.append_event(f"e{i}".encode(), 1000) for i in range(5)]
+    assert sequences == sorted(sequences) and len(set(sequences)) == 5
+    events = await store.list_events(0, 100)
+    assert [e.payload for e in events] == [b"e0", b"e1", b"e2", b"e3", b"e4"]
+    assert [e.sequence for e in events] == sequences
+    after = await store.list_events(sequences[2], 100)
+    assert [e.payload for e in after] == [b"e3", b"e4"]
+    assert [e.payload for e in await store.list_events(0, 2)] == [b"e0", b"e1"]
+    assert await store.list_events(sequences[-1], 100) == []
+
+
+async def test_events_keep_only_the_retained_count(backend: Backend) -> None:
+    store = backend.store
+    for i in range(120):
+        await store.append_event(f"e{i}".encode(), 10)
+    kept = [e.payload for e in await store.list_events(0, 1000)]
+    # Trimming may lag by up to one batch (etcd trims every 100 appends).
+    assert kept[-1] == b"e119"
+    assert 10 <= len(kept) <= 30
+
+
+async def test_settings_are_fenced(backend: Backend) -> None:
+    store, peer = backend.store, await backend.peer()
+    assert await store.get_setting("automation") is None
+    term = await store.campaign("ctl-0", "a:1", 5)
+    assert term is not None
+    await store.put_setting("automation", b'{"paused": true}', term)
+    assert await peer.get_setting("automation") == b'{"paused": true}'
+    await store.resign(term)
+    with pytest.raises(FencingError):
+        await store.put_setting("automation", b"{}", term)
+    assert await peer.get_setting("automation") == b'{"paused": true}'
+
+
 # -- embedded only ----------------------------------------------------------------
 
 
