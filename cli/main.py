@@ -8,6 +8,7 @@ never imports controller or executor code (tests/unit/test_boundaries.py).
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,6 +57,9 @@ def handle_errors(func: F) -> F:
 
 
 def _client(ctx: click.Context) -> Any:
+    # gRPC core logs handshake failures on stderr itself; the CLI reports them in
+    # one line of its own, so silence the library unless the user asked for it.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     from novaops.client.api import NovaopsClient
     from novaops.client.config import resolve_client_config_path
 
@@ -266,7 +270,10 @@ def health(
         overall_ms=_ms(overall_timeout),
     )
     for item in stream:
-        (failures if isinstance(item, NodeFailure) else reports).append(item)  # type: ignore[arg-type]
+        if isinstance(item, NodeFailure):
+            failures.append(item)
+        else:
+            reports.append(item)
     reports.sort(key=lambda r: r.node)
     if output == "json":
         render.emit_json([r.to_json() for r in reports] + [f.to_json() for f in failures])

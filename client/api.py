@@ -37,7 +37,7 @@ from novaops.client.models import (
     NodeHealthReport,
     Vm,
 )
-from novaops.client.tls import secure_channel
+from novaops.client.tls import probe_tls, secure_channel
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 Response = TypeVar("Response")
@@ -133,6 +133,12 @@ class NovaopsClient:
             return result
         if tls_failure is not None:
             raise AuthenticationFailed(tls_failure)
+        for target in order:
+            reason = probe_tls(target, self.config.tls)
+            if reason is not None:
+                raise AuthenticationFailed(
+                    f"TLS handshake with controller {target} refused: {reason}"
+                )
         raise ControllerUnreachable("no controller answered (" + "; ".join(failures) + ")")
 
     @staticmethod

@@ -230,29 +230,238 @@ class Vm:
 
 @dataclass(frozen=True)
 class NodeHealthReport:
-    """A node's health verdict with host facts (checks come with issue #5)."""
+    """A node's health verdict, host facts, its checks and any recovery steps run."""
 
     node: str
     status: str
     quarantined: bool
     version: str
     facts: HostFactsView
-    failing_checks: list[dict[str, Any]]
+    checks: list[Check]
+    recovery: list[RecoveryStepView]
+
+    @property
+    def failing_checks(self) -> list[Check]:
+        return [c for c in self.checks if c.status in ("fail", "error")]
 
     @staticmethod
-    def from_proto(health: Any) -> NodeHealthReport:
-        failing = [
-            {"check_id": c.check_id, "target": c.target, "summary": c.summary}
-            for c in health.checks
-            if c.status in (common_pb2.CHECK_STATUS_FAIL, common_pb2.CHECK_STATUS_ERROR)
-        ]
+    def from_proto(health: Any, recovery: Any = ()) -> NodeHealthReport:
         return NodeHealthReport(
             node=health.node,
             status=_HEALTH.get(health.status, "unknown"),
             quarantined=health.quarantined,
             version=health.version,
             facts=HostFactsView.from_proto(health.facts),
-            failing_checks=failing,
+            checks=[Check.from_proto(c) for c in health.checks],
+            recovery=[RecoveryStepView.from_proto(s) for s in recovery],
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+_SOURCE = {
+    common_pb2.QUARANTINE_SOURCE_MANUAL: "manual",
+    common_pb2.QUARANTINE_SOURCE_AUTO: "auto",
+}
+
+_CHECK_STATUS = {
+    common_pb2.CHECK_STATUS_OK: "ok",
+    common_pb2.CHECK_STATUS_WARN: "warn",
+    common_pb2.CHECK_STATUS_FAIL: "fail",
+    common_pb2.CHECK_STATUS_ERROR: "error",
+}
+
+
+@dataclass(frozen=True)
+class Remedy:
+    description: str
+    command: str
+
+
+@dataclass(frozen=True)
+class Check:
+    """One check result: ``status`` is ok, warn, fail or error."""
+
+    node: str
+    check_id: str
+    target: str
+    status: str
+    summary: str
+    evidence: dict[str, str]
+    remediation: list[Remedy]
+    observed_at: str | None
+    event_id: str
+
+    @staticmethod
+    def from_proto(check: common_pb2.CheckResult) -> Check:
+        return Check(
+            node=check.node,
+            check_id=check.check_id,
+            target=check.target,
+            status=_CHECK_STATUS.get(check.status, "error"),
+            summary=check.summary,
+            evidence=dict(check.evidence),
+            remediation=[Remedy(r.description, r.command) for r in check.remediation],
+            observed_at=_iso(check.observed_at, check.HasField("observed_at")),
+            event_id=check.event_id,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    node: str
+    reason: str
+    actor: str
+    source: str
+    since: str | None
+    causes: list[Check]
+    event_ids: list[str]
+
+    @staticmethod
+    def from_proto(record: common_pb2.QuarantineRecord) -> Quarantine:
+        return Quarantine(
+            node=record.node,
+            reason=record.reason,
+            actor=record.actor,
+            source=_SOURCE.get(record.source, "manual"),
+            since=_iso(record.since, record.HasField("since")),
+            causes=[Check.from_proto(c) for c in record.causes],
+            event_ids=list(record.event_ids),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuarantineChange:
+    """What a quarantine or unquarantine did (``changed`` False: already so, or dry run)."""
+
+    node: str
+    changed: bool
+    message: str
+    record: Quarantine | None
+    hook_results: list[str]
+
+    @staticmethod
+    def from_proto(node: str, response: Any) -> QuarantineChange:
+        record = Quarantine.from_proto(response.record) if response.HasField("record") else None
+        return QuarantineChange(
+            node=node,
+            changed=response.changed,
+            message=response.message,
+            record=record,
+            hook_results=list(response.hook_results),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class QuarantineHistoryItem:
+    sequence: int
+    node: str
+    action: str
+    reason: str
+    actor: str
+    source: str
+    at: str | None
+    forced: bool
+    event_ids: list[str]
+
+    @staticmethod
+    def from_proto(entry: common_pb2.QuarantineHistoryEntry) -> QuarantineHistoryItem:
+        return QuarantineHistoryItem(
+            sequence=entry.sequence,
+            node=entry.node,
+            action=entry.action,
+            reason=entry.reason,
+            actor=entry.actor,
+            source=_SOURCE.get(entry.source, "manual"),
+            at=_iso(entry.at, entry.HasField("at")),
+            forced=entry.forced,
+            event_ids=list(entry.event_ids),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: str
+    kind: str
+    node: str
+    message: str
+    at: str | None
+    attributes: dict[str, str]
+    cause_ids: list[str]
+
+    @staticmethod
+    def from_proto(event: controller_pb2.ClusterEvent) -> Event:
+        return Event(
+            id=event.id,
+            kind=event.kind,
+            node=event.node,
+            message=event.message,
+            at=_iso(event.at, event.HasField("at")),
+            attributes=dict(event.attributes),
+            cause_ids=list(event.cause_ids),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class AutomationState:
+    running: bool
+    paused: bool
+    breaker_tripped: bool
+    breaker_reason: str
+    leader: str
+    auto_quarantined: int
+
+    @staticmethod
+    def from_proto(status: controller_pb2.AutomationStatus) -> AutomationState:
+        return AutomationState(
+            running=status.running,
+            paused=status.paused,
+            breaker_tripped=status.breaker_tripped,
+            breaker_reason=status.breaker_reason,
+            leader=status.leader,
+            auto_quarantined=status.auto_quarantined,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecoveryStepView:
+    """One step of a recovery action: outcome planned, done, skipped or failed."""
+
+    node: str
+    action: str
+    description: str
+    outcome: str
+    error: str
+    at: str | None
+
+    @staticmethod
+    def from_proto(step: Any) -> RecoveryStepView:
+        return RecoveryStepView(
+            node=step.node,
+            action=step.action,
+            description=step.description,
+            outcome=step.outcome,
+            error=step.error,
+            at=_iso(step.at, step.HasField("at")),
         )
 
     def to_json(self) -> dict[str, Any]:

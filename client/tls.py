@@ -81,3 +81,72 @@ def peer_identity(context: grpc.ServicerContext | AioContext) -> Identity | None
         return identity_from_pem(pems[0])
     except (IdentityError, ValueError):
         return None
+
+
+# HTTP/2 client preface plus an empty SETTINGS frame.
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def probe_tls(target: str, tls: TLSFiles, timeout: float = 3.0) -> str | None:
+    """Explain why a TLS connection to target fails, or None if it does not.
+
+    gRPC reports a refused client certificate under TLS 1.3 only as "Socket
+    closed"; a plain handshake with the stdlib reads the server's alert and so
+    can say which side distrusts which certificate.
+    """
+    import socket
+    import ssl
+
+    if tls.insecure or not (tls.ca and tls.cert and tls.key):
+        return None
+    host, _, port = target.rpartition(":")
+    host = host.strip("[]")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False  # gRPC checks names; here only trust matters
+    try:
+        context.load_verify_locations(cafile=str(tls.ca))
+        context.load_cert_chain(certfile=str(tls.cert), keyfile=str(tls.key))
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot load our TLS files: {exc}"
+    context.set_alpn_protocols(["h2"])
+    try:
+        with (
+            socket.create_connection((host, int(port)), timeout=timeout) as raw,
+            context.wrap_socket(raw) as conn,
+        ):
+            # TLS 1.3 verifies the client certificate after the client's side of the
+            # handshake: the server's verdict comes as an alert or a closed socket on
+            # first read. A server that accepts us answers the HTTP/2 preface.
+            conn.sendall(_HTTP2_PREFACE)
+            conn.settimeout(timeout)
+            try:
+                answer = conn.recv(9)
+            except ssl.SSLError as exc:
+                return _alert_reason(str(exc))
+            except OSError:
+                return None
+            if not answer:
+                return (
+                    "the server closed the connection after the handshake: it does not "
+                    "accept our client certificate (issued by another CA?)"
+                )
+    except ssl.SSLCertVerificationError:
+        return "we do not trust the controller's certificate (tls.ca is a different CA?)"
+    except ssl.SSLError as exc:
+        return _alert_reason(str(exc))
+    except OSError:
+        return None
+    return None
+
+
+def _alert_reason(text: str) -> str:
+    lowered = text.lower()
+    if "unknown_ca" in lowered or "unknown ca" in lowered:
+        return "the server does not trust our certificate (issued by another CA?)"
+    if "certificate_required" in lowered or "certificate required" in lowered:
+        return "the server requires a client certificate"
+    if "expired" in lowered:
+        return "a certificate has expired"
+    if "bad_certificate" in lowered or "bad certificate" in lowered:
+        return "the server rejected our certificate"
+    return f"TLS failed: {text}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grpc
+
 from novaops.client.tls import AioContext, peer_identity
 from novaops.pki.identity import Identity, Role
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from novaops.client.config import ConfigError, ConfigSection, TLSFiles, load_toml
+from novaops.controller.automation import AutomationConfig
+from novaops.controller.policy import PolicyConfig
 from novaops.pki.identity import valid_name
 
 
@@ -39,6 +41,7 @@ class ControllerConfig:
     overall_ms: int = 30000
     metrics_listen: str | None = None
     log_file: Path | None = None
+    automation: AutomationConfig = field(default_factory=AutomationConfig)
 
     @staticmethod
     def load(path: Path) -> ControllerConfig:
@@ -64,7 +67,28 @@ class ControllerConfig:
             overall_ms=fanout.int("overall_ms", 30000, minimum=10),
             metrics_listen=(ctl.address("metrics_listen") if ctl.has("metrics_listen") else None),
             log_file=ctl.path("log_file") if ctl.has("log_file") else None,
+            automation=_automation_config(doc.section("automation")),
         )
+
+
+def _automation_config(section: ConfigSection) -> AutomationConfig:
+    share = section.float("max_quarantined_share", 0.10)
+    if not 0 < share <= 1:
+        raise section.error("max_quarantined_share", "a fraction in (0, 1]", share)
+    return AutomationConfig(
+        enabled=section.bool("enabled", True),
+        poll_interval=section.int("poll_interval_ms", 10_000, minimum=100) / 1000,
+        per_node_timeout=section.int("per_node_timeout_ms", 10_000, minimum=100) / 1000,
+        recovery_timeout=section.int("recovery_timeout_ms", 60_000, minimum=100) / 1000,
+        policy=PolicyConfig(
+            failures_before_recovery=section.int("failures_before_recovery", 2, minimum=1),
+            max_failed_recoveries=section.int("max_failed_recoveries", 3, minimum=0),
+            clean_passes_to_release=section.int("clean_passes_to_release", 3, minimum=1),
+            max_quarantined_share=share,
+            window_seconds=section.float("breaker_window_seconds", 3600.0, minimum=1.0),
+            window_limit=section.int("breaker_window_limit", 3, minimum=1),
+        ),
+    )
 
 
 def _store_config(section: ConfigSection) -> StoreConfig:

@@ -152,6 +152,7 @@ class Elector:
         # the point where the term stops being trusted.
         self._call_timeout = float(call_timeout if call_timeout is not None else self._ttl)
         self._stale: list[LeaderTerm] = []  # terms given up locally, still to resign
+        self._hold_off_until = 0.0  # monotonic; no campaigning before (leader transfer)
         self._stopping = asyncio.Event()
         self._running = False
         self._stopped = asyncio.Event()
@@ -175,6 +176,8 @@ class Elector:
         await self._resign_stale()
         if not self._stopping.is_set():
             if self._state.term is None:
+                if self._clock.monotonic() < self._hold_off_until:
+                    return max(0.05, self._hold_off_until - self._clock.monotonic())
                 await self._campaign()
             else:
                 await self._keepalive(self._state.term)
@@ -199,6 +202,18 @@ class Elector:
             if self._state.term is not None or self._stale:
                 # Cancelled without stop(): still hand the lease back.
                 await self._give_up("election loop ended")
+
+    async def hand_over(self, hold_off_seconds: float) -> bool:
+        """Resign now and stay out of elections for hold_off_seconds (leader transfer).
+
+        Returns False when this replica was not the leader. Another replica wins
+        the next campaign; if none does within the hold-off, this one may again.
+        """
+        if self._state.term is None:
+            return False
+        self._hold_off_until = self._clock.monotonic() + hold_off_seconds
+        await self._give_up("leadership handed over")
+        return True
 
     async def stop(self) -> None:
         """Stop campaigning and resign if leading; returns once the resign was attempted."""

@@ -28,7 +28,7 @@ class ExecutorPool:
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
         for channel in channels.values():
-            await channel.close()
+            await channel.close(None)
 
 
 def select_targets(

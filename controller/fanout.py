@@ -57,7 +57,7 @@ NodeCall = Callable[[FanoutTarget, float], AsyncIterator[T]]
 
 
 def node_error(
-    node: str, kind: common_pb2.NodeErrorKind.ValueType, message: str, code: str = ""
+    node: str, kind: common_pb2.NodeErrorKind, message: str, code: str = ""
 ) -> common_pb2.NodeError:
     return common_pb2.NodeError(node=node, kind=kind, message=message, grpc_code=code)
 

@@ -20,15 +20,20 @@ import grpc
 
 from novaops.client.config import ConfigError
 from novaops.client.tls import server_credentials
+from novaops.controller.automation import Automation, verify_clean_on
 from novaops.controller.config import ControllerConfig
+from novaops.controller.context import ControllerContext
 from novaops.controller.election import Elector
+from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
 from novaops.controller.metrics import MetricsInterceptor
-from novaops.controller.services import ControllerContext, add_servicers
-from novaops.controller.store.base import Store, StoreLocked, StoreUnavailable
+from novaops.controller.quarantine import QuarantineManager
+from novaops.controller.services import add_servicers
+from novaops.controller.store.base import LeaderTerm, Store, StoreLocked, StoreUnavailable
 from novaops.controller.store.embedded import EmbeddedStore
 from novaops.controller.store.etcd import EtcdStore
 from novaops.controller.watch import watch_registry
+from novaops.v1 import common_pb2
 
 log = logging.getLogger("novaops.controller")
 
@@ -101,7 +106,27 @@ async def serve(config: ControllerConfig) -> None:
     try:
         elector = Elector(store, config.name, config.advertise, config.lease_ttl_seconds)
         executors = ExecutorPool(config.tls)
-        ctx = ControllerContext(config, store, elector, package_version("novaops"), executors)
+        events = EventLog(store)
+
+        async def verify_clean(node: str) -> tuple[bool, list[common_pb2.CheckResult]]:
+            record = await store.get_node(node)
+            return await verify_clean_on(executors, record.address if record else None)
+
+        def term() -> LeaderTerm | None:
+            return elector.term if elector.is_leader() else None
+
+        quarantines = QuarantineManager(store, term, executors, events, verify_clean)
+        automation = Automation(config.automation, store, executors, events, quarantines, term)
+        ctx = ControllerContext(
+            config,
+            store,
+            elector,
+            package_version("novaops"),
+            executors,
+            events,
+            quarantines,
+            automation,
+        )
         server = grpc.aio.server(interceptors=[MetricsInterceptor()], options=SERVER_OPTIONS)
         add_servicers(server, ctx)
         bind(server, config)
@@ -120,9 +145,12 @@ async def serve(config: ControllerConfig) -> None:
         )
         election = asyncio.create_task(elector.run(), name="election")
         watcher = asyncio.create_task(
-            watch_registry(store, config.heartbeat_interval_ms / 1000, stop, elector.is_leader),
+            watch_registry(
+                store, config.heartbeat_interval_ms / 1000, stop, elector.is_leader, events
+            ),
             name="registry-watch",
         )
+        automating = asyncio.create_task(automation.run(stop), name="automation")
         try:
             await stop.wait()
         finally:
@@ -132,7 +160,7 @@ async def serve(config: ControllerConfig) -> None:
             await server.stop(SHUTDOWN_GRACE_SECONDS)
             await elector.stop()
             await executors.close()
-            for task in (election, watcher):
+            for task in (election, watcher, automating):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -108,7 +108,7 @@ class QuarantineManager:
         reason: str,
         actor: str,
         *,
-        source: common_pb2.QuarantineSource.ValueType = common_pb2.QUARANTINE_SOURCE_MANUAL,
+        source: common_pb2.QuarantineSource = common_pb2.QUARANTINE_SOURCE_MANUAL,
         causes: Sequence[common_pb2.CheckResult] = (),
         event_ids: Sequence[str] = (),
         dry_run: bool = False,
@@ -167,7 +167,7 @@ class QuarantineManager:
         *,
         force: bool = False,
         dry_run: bool = False,
-        source: common_pb2.QuarantineSource.ValueType = common_pb2.QUARANTINE_SOURCE_MANUAL,
+        source: common_pb2.QuarantineSource = common_pb2.QUARANTINE_SOURCE_MANUAL,
         event_ids: Sequence[str] = (),
     ) -> controller_pb2.QuarantineResponse:
         term = await self._fence()

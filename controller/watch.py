@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from novaops.controller.events import EventLog
 from novaops.controller.metrics import IS_LEADER, NODE_UP
 from novaops.controller.store.base import Store, StoreError
 
@@ -37,9 +39,17 @@ def liveness_transitions(
 
 
 async def watch_registry(
-    store: Store, interval: float, stop: asyncio.Event, is_leader: object
+    store: Store,
+    interval: float,
+    stop: asyncio.Event,
+    is_leader: Callable[[], bool],
+    events: EventLog | None = None,
 ) -> None:
-    """Poll the registry every interval until stop is set."""
+    """Poll the registry every interval until stop is set.
+
+    Every replica keeps its gauges; only the leader records node.up/node.down
+    events, so a cluster of replicas reports each transition once.
+    """
     previous: dict[str, bool] = {}
     while not stop.is_set():
         try:
@@ -47,18 +57,26 @@ async def watch_registry(
         except StoreError as exc:
             log.warning("registry watch: store unavailable: %s", exc)
         else:
+            leading = is_leader()
             for change in liveness_transitions(previous, current):
                 if change.first_seen:
-                    log.info("node %s is %s", change.node, "up" if change.up else "down")
+                    message = f"{change.node} is {'up' if change.up else 'down'}"
                 elif change.up:
-                    log.info("node %s is up again", change.node)
+                    message = f"{change.node} is up again"
                 else:
-                    log.warning("node %s is down (missed heartbeats)", change.node)
+                    message = f"{change.node} is down (missed heartbeats)"
+                log.info("%s", message)
+                if (
+                    events is not None
+                    and leading
+                    and not (change.first_seen and change.up is False)
+                ):
+                    await events.emit("node.up" if change.up else "node.down", change.node, message)
             for node in set(previous) - set(current):
                 NODE_UP.remove(node)
             for node, up in current.items():
                 NODE_UP.labels(node).set(1 if up else 0)
             previous = current
-        IS_LEADER.set(1 if callable(is_leader) and is_leader() else 0)
+        IS_LEADER.set(1 if is_leader() else 0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -35,6 +35,14 @@ class ExecutorConfig:
     tls: TLSFiles
     log_file: Path | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # Named network namespace holding this node's bridges and taps (None: our own).
+    netns: str | None = None
+    # Name prefixes of this node's tap devices (simulated nodes share one kernel).
+    tap_prefixes: tuple[str, ...] = ("vnet", "tap", "macvtap")
+    # Bridge members that are not domain taps and are expected (uplinks, bonds).
+    bridge_uplinks: tuple[str, ...] = ()
+    hooks_dir: Path | None = None
+    metrics_listen: str | None = None
 
     @staticmethod
     def load(path: Path) -> ExecutorConfig:
@@ -52,6 +60,13 @@ class ExecutorConfig:
             tls=TLSFiles.from_section(doc),
             log_file=section.path("log_file") if section.has("log_file") else None,
             labels=section.str_map("labels"),
+            netns=section.optional_str("netns"),
+            tap_prefixes=tuple(section.str_list("tap_prefixes", ["vnet", "tap", "macvtap"])),
+            bridge_uplinks=tuple(section.str_list("bridge_uplinks", [])),
+            hooks_dir=section.path("hooks_dir") if section.has("hooks_dir") else None,
+            metrics_listen=(
+                section.address("metrics_listen") if section.has("metrics_listen") else None
+            ),
         )
 
 

@@ -23,10 +23,17 @@ import grpc
 
 from novaops.client.config import ConfigError
 from novaops.client.tls import server_credentials
+from novaops.executor.bundle_service import BundleService
+from novaops.executor.checks.domains import LibvirtDomainSource
+from novaops.executor.checks.sources import CheckSources
+from novaops.executor.cleanliness import ChecksFinders
 from novaops.executor.config import ExecutorConfig
+from novaops.executor.domain_events import watch_domain_states
 from novaops.executor.facts import gather_host_facts
 from novaops.executor.hostroot import HostRoot
-from novaops.executor.libvirt_access import LibvirtConnection, LibvirtGateway
+from novaops.executor.libvirt_access import LibvirtGateway
+from novaops.executor.quarantine import NodeQuarantine
+from novaops.executor.recovery import ConnectionDomainControl, NetlinkLinks, RecoveryCatalogue
 from novaops.executor.registration import GrpcControllerLink, Registrar
 from novaops.executor.server import ExecutorContext, add_executor_service, evaluate_health
 from novaops.v1 import common_pb2
@@ -105,15 +112,23 @@ class Executor:
 
     def __init__(self, config: ExecutorConfig, libvirt: LibvirtGateway | None = None) -> None:
         self.config = config
-        self.libvirt = libvirt or LibvirtConnection(config.libvirt_uri)
+        # One connection for inventory, checks and recovery: the libvirt test driver
+        # keeps one in-memory host per connection, so a second one would not see
+        # (or make) the same changes.
+        self.libvirt = libvirt or LibvirtDomainSource(config.libvirt_uri)
+        host_root = HostRoot(config.host_root)
         self.ctx = ExecutorContext(
             node=config.node,
             version=novaops_version(),
-            host_root=HostRoot(config.host_root),
+            host_root=host_root,
             libvirt=self.libvirt,
             state_dir=config.state_dir,
             insecure=config.tls.insecure,
+            quarantine=NodeQuarantine(config.state_dir, config.node, hooks_dir=config.hooks_dir),
         )
+        if isinstance(self.libvirt, LibvirtDomainSource):
+            self._wire_features(host_root)
+        self._stop_watch = asyncio.Event()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         add_executor_service(self.server, self.ctx)
         self.registrar = Registrar(
@@ -128,6 +143,33 @@ class Executor:
         )
         self.port = 0
         self._registration: asyncio.Task[None] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def _wire_features(self, host_root: HostRoot) -> None:
+        """Checks, recovery, verify-clean and bundles over the shared libvirt connection."""
+        assert isinstance(self.libvirt, LibvirtDomainSource)
+        config = self.config
+        checks = CheckSources(
+            node=config.node,
+            root=host_root,
+            domains=self.libvirt,
+            netns=config.netns,
+            tap_prefixes=config.tap_prefixes,
+            bridge_uplinks=config.bridge_uplinks,
+        )
+        control = ConnectionDomainControl(self.libvirt)
+        finders = ChecksFinders(checks, control)
+        # Links are changed only where they are this node's: its own namespace, or
+        # the real host. A simulated node without a namespace never touches ours.
+        links = None
+        if config.netns is not None:
+            links = NetlinkLinks(config.netns)
+        elif host_root.is_system_root:
+            links = NetlinkLinks()
+        self.ctx.checks = checks
+        self.ctx.finders = finders
+        self.ctx.catalogue = RecoveryCatalogue(host_root, control, finders, links=links)
+        self.ctx.bundles = BundleService(self.ctx, config.log_file)
 
     async def _facts(self) -> common_pb2.HostFacts:
         return await gather_host_facts(self.ctx.host_root, self.libvirt)
@@ -166,6 +208,16 @@ class Executor:
             self.config.libvirt_uri,
         )
         self._registration = asyncio.create_task(self.registrar.run(), name="registration")
+        if self.ctx.checks is not None:
+            self._watch = asyncio.create_task(
+                watch_domain_states(self.libvirt, self.ctx.checks.events, self._stop_watch),
+                name="domain-events",
+            )
+        if self.config.metrics_listen:
+            from prometheus_client import start_http_server
+
+            host, _, port = self.config.metrics_listen.rpartition(":")
+            start_http_server(int(port), addr=host)
 
     async def abandon_start(self) -> None:
         """Release what a failed start() acquired, quietly."""
@@ -176,10 +228,12 @@ class Executor:
         """Ordered shutdown: stop accepting and drain RPCs, stop registering, close libvirt."""
         log.info("shutting down: draining for up to %.0fs", grace)
         await self.server.stop(grace)
-        if self._registration is not None:
-            self._registration.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._registration
+        self._stop_watch.set()
+        for task in (self._registration, self._watch):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.libvirt.close()
         log.info("executor %s stopped", self.config.node)
 

@@ -4,7 +4,7 @@ Only controllers may call it: every RPC first checks that the caller's
 certificate carries the controller role, and answers PERMISSION_DENIED naming
 the caller otherwise (in ``tls.insecure`` mode there is no certificate and the
 check is skipped; the daemon logs a warning at start). RPCs whose feature is not
-built yet answer UNIMPLEMENTED naming the feature and its issue.
+a test context leaves out answer UNIMPLEMENTED naming the feature.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,15 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.client.tls import AioContext, peer_identity
+from novaops.executor.bundle_service import BundleRequestError, BundleService
+from novaops.executor.checks.model import Status, to_proto
+from novaops.executor.checks.runner import (
+    DiagnoseTarget,
+    run_diagnose,
+    run_health_checks,
+)
+from novaops.executor.checks.sources import CheckSources
+from novaops.executor.cleanliness import HostFinders, check_to_proto, verify_clean
 from novaops.executor.facts import gather_host_facts
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import (
@@ -35,6 +45,9 @@ from novaops.executor.libvirt_access import (
     LibvirtGateway,
     LibvirtUnavailable,
 )
+from novaops.executor.metrics import count_degraded_controls
+from novaops.executor.quarantine import NodeQuarantine, source_from_proto
+from novaops.executor.recovery import RecoveryCatalogue, RecoveryError
 from novaops.pki.identity import Identity, Role
 from novaops.v1 import common_pb2, executor_pb2, executor_pb2_grpc
 
@@ -43,10 +56,6 @@ log = logging.getLogger(__name__)
 # A file in state_dir whose presence means "this node is quarantined". Written by
 # the quarantine feature (issue #5); only read here.
 QUARANTINE_FLAG_FILE = "quarantined"
-
-ISSUE_DIAGNOSTICS = 3
-ISSUE_BUNDLES = 4
-ISSUE_RECOVERY = 5
 
 
 @dataclass
@@ -60,9 +69,17 @@ class ExecutorContext:
     state_dir: Path
     insecure: bool = False
     started_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    # The feature parts; None only in tests that exercise the basics.
+    checks: CheckSources | None = None
+    catalogue: RecoveryCatalogue | None = None
+    finders: HostFinders | None = None
+    quarantine: NodeQuarantine | None = None
+    bundles: BundleService | None = None
 
     def quarantined(self) -> bool:
-        """Whether the local quarantine flag file exists."""
+        """Whether this node is quarantined (persisted state, or the flag file)."""
+        if self.quarantine is not None:
+            return self.quarantine.is_quarantined()
         return (self.state_dir / QUARANTINE_FLAG_FILE).exists()
 
 
@@ -174,12 +191,6 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
                 f"executor RPCs are for controllers; caller is {describe_caller(identity)}",
             )
 
-    async def _unimplemented(self, context: AioContext, feature: str, issue: int) -> None:
-        await self._authorize(context)
-        await context.abort(
-            grpc.StatusCode.UNIMPLEMENTED, f"{feature} are not built yet (issue #{issue})"
-        )
-
     async def GetHealth(
         self, request: executor_pb2.GetHealthRequest, context: AioContext
     ) -> executor_pb2.NodeHealth:
@@ -195,7 +206,17 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         )
         health.started_at.FromDatetime(self.ctx.started_at)
         if request.include_checks:
-            health.checks.append(libvirt_check(self.ctx.node, facts))
+            if self.ctx.checks is None:
+                health.checks.append(libvirt_check(self.ctx.node, facts))
+            else:
+                now = dt.datetime.now(dt.UTC)
+                results = await run_health_checks(self.ctx.checks)
+                count_degraded_controls(results)
+                health.checks.extend(
+                    to_proto(r, self.ctx.node, now, uuid.uuid4().hex) for r in results
+                )
+                if not quarantined and any(r.status is Status.FAIL for r in results):
+                    health.status = common_pb2.HEALTH_STATUS_UNHEALTHY
         return health
 
     async def GetInventory(
@@ -262,28 +283,107 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             observed_at=now_timestamp(),
         )
 
-    async def Diagnose(self, request: executor_pb2.DiagnoseRequest, context: AioContext) -> None:
-        await self._unimplemented(context, "diagnostics", ISSUE_DIAGNOSTICS)
+    async def Diagnose(
+        self, request: executor_pb2.DiagnoseRequest, context: AioContext
+    ) -> AsyncIterator[common_pb2.CheckResult]:
+        await self._authorize(context)
+        if self.ctx.checks is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "diagnostics are not configured")
+            return
+        try:
+            target = DiagnoseTarget.from_request(request)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        async for result in run_diagnose(target, self.ctx.checks):
+            yield to_proto(result, self.ctx.node, dt.datetime.now(dt.UTC), uuid.uuid4().hex)
 
-    async def Recover(self, request: executor_pb2.RecoverRequest, context: AioContext) -> None:
-        await self._unimplemented(context, "recovery actions", ISSUE_RECOVERY)
+    async def Recover(
+        self, request: executor_pb2.RecoverRequest, context: AioContext
+    ) -> AsyncIterator[executor_pb2.RecoveryStep]:
+        # Allowed while quarantined: recovery is how a quarantined node gets clean.
+        await self._authorize(context)
+        if self.ctx.catalogue is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "recovery is not configured")
+            return
+        try:
+            self.ctx.catalogue.validate(request.action, request.target)
+        except RecoveryError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        grace = request.grace.ToTimedelta().total_seconds() if request.HasField("grace") else None
+        log.info(
+            "recovery %s%s requested by %s%s",
+            request.action,
+            f" on {request.target}" if request.target else "",
+            request.actor or "unknown",
+            " (dry run)" if request.dry_run else "",
+        )
+        steps = self.ctx.catalogue.run(
+            request.action, request.target, dry_run=request.dry_run, grace=grace or None
+        )
+        async for step in steps:
+            yield step.to_proto(self.ctx.node)
 
     async def VerifyClean(
         self, request: executor_pb2.VerifyCleanRequest, context: AioContext
     ) -> executor_pb2.VerifyCleanResult:
-        await self._unimplemented(context, "clean-baseline checks (verify-clean)", ISSUE_RECOVERY)
-        raise AssertionError("unreachable")
+        await self._authorize(context)
+        if self.ctx.finders is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "verify-clean is not configured")
+            raise AssertionError("unreachable")
+        report = await verify_clean(self.ctx.node, self.ctx.finders)
+        return executor_pb2.VerifyCleanResult(
+            node=self.ctx.node,
+            clean=report.clean,
+            checks=[check_to_proto(self.ctx.node, c, report.observed_at) for c in report.checks],
+        )
 
     async def CollectBundle(
         self, request: executor_pb2.CollectBundleRequest, context: AioContext
-    ) -> None:
-        await self._unimplemented(context, "support bundles", ISSUE_BUNDLES)
+    ) -> AsyncIterator[executor_pb2.BundleChunk]:
+        await self._authorize(context)
+        if self.ctx.bundles is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "support bundles are not configured")
+            return
+        try:
+            builder = self.ctx.bundles.builder(request)
+        except BundleRequestError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            return
+        async for chunk in self.ctx.bundles.stream(request, builder):
+            yield chunk
 
     async def ApplyQuarantine(
         self, request: executor_pb2.ApplyQuarantineRequest, context: AioContext
     ) -> executor_pb2.ApplyQuarantineResult:
-        await self._unimplemented(context, "recovery/quarantine actions", ISSUE_RECOVERY)
-        raise AssertionError("unreachable")
+        await self._authorize(context)
+        if self.ctx.quarantine is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "quarantine is not configured")
+            raise AssertionError("unreachable")
+        try:
+            source = source_from_proto(request.source)
+        except ValueError as exc:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            raise AssertionError("unreachable") from None
+        result = await self.ctx.quarantine.apply(
+            request.quarantined, request.reason, request.actor, source, request.fence_revision
+        )
+        if result.changed:
+            log.warning(
+                "node %s %s by %s (%s): %s",
+                self.ctx.node,
+                "quarantined" if result.quarantined else "released",
+                request.actor,
+                source,
+                request.reason,
+            )
+        return executor_pb2.ApplyQuarantineResult(
+            node=self.ctx.node,
+            quarantined=result.quarantined,
+            changed=result.changed,
+            hook_results=list(result.hook_results),
+        )
 
 
 def add_executor_service(server: grpc.aio.Server, ctx: ExecutorContext) -> ExecutorServicer:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,6 +131,7 @@ def test_client_certificate_from_another_ca_is_refused(cluster: Path, tmp_path: 
     result = novaops("--config", str(config), "node", "list")
     assert result.returncode == 4, result.stderr
     assert "TLS handshake" in result.stderr and "Traceback" not in result.stderr
+    assert "does not accept our client certificate" in result.stderr
 
 
 def test_unimplemented_feature_is_named(cluster: Path) -> None:
@@ -152,13 +155,12 @@ def test_second_controller_on_the_same_embedded_store_is_refused(cluster: Path) 
     text = config.read_text()
     second = config.with_name("second.toml")
     # A different listen port, the same store file.
-    import re
-
-    second.write_text(
-        re.sub(r'listen = "127.0.0.1:\d+"', 'listen = "127.0.0.1:0"', text).replace(
-            "log_file", "# log_file"
-        )
-    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    text = re.sub(r'listen = "127.0.0.1:\d+"', f'listen = "127.0.0.1:{free}"', text)
+    text = re.sub(r'metrics_listen = "127.0.0.1:\d+"', "", text)
+    second.write_text(text.replace("log_file", "# log_file"))
     result = subprocess.run(
         [sys.executable, "-m", "novaops.controller", "--config", str(second)],
         capture_output=True,

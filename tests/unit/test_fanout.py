@@ -39,8 +39,10 @@ async def behaviour(target: FanoutTarget, timeout: float) -> AsyncIterator[str]:
     yield f"{target.name}-ok"
 
 
-async def collect(targets: list[FanoutTarget], **kw: float) -> list[NodeOutcome[str]]:
-    return [o async for o in fan_out(targets, behaviour, **kw)]
+async def collect(
+    targets: list[FanoutTarget], *, per_node: float, overall: float
+) -> list[NodeOutcome[str]]:
+    return [o async for o in fan_out(targets, behaviour, per_node=per_node, overall=overall)]
 
 
 async def test_every_node_answers_or_errors_within_deadline() -> None:

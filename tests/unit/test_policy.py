@@ -6,6 +6,7 @@ import itertools
 
 from novaops.controller.policy import (
     AUTO,
+    Action,
     EmitEvent,
     FleetChanged,
     HealthObserved,
@@ -36,11 +37,13 @@ def fleet(n: int, config: PolicyConfig | None = None) -> Policy:
     return policy
 
 
-def fail(policy: Policy, node: str, now: float, fix: tuple[tuple[str, str], ...] = FIX) -> list:
+def fail(
+    policy: Policy, node: str, now: float, fix: tuple[tuple[str, str], ...] = FIX
+) -> list[Action]:
     return policy.handle(HealthObserved(sid(), node, ("host.stale_locks",), ("chk-1",), fix), now)
 
 
-def kinds(actions: list) -> list[str]:
+def kinds(actions: list[Action]) -> list[str]:
     return [type(a).__name__ if not isinstance(a, EmitEvent) else a.kind for a in actions]
 
 
@@ -105,7 +108,7 @@ def test_ineffective_recovery_counts_as_failed() -> None:
 
 def test_unfixable_fault_escalates_without_catalogue_action() -> None:
     policy = fleet(10)
-    actions: list = []
+    actions: list[Action] = []
     for now in range(1, 10):
         actions = fail(policy, "n1", now, fix=())
         if any(isinstance(a, QuarantineNode) for a in actions):
@@ -113,9 +116,9 @@ def test_unfixable_fault_escalates_without_catalogue_action() -> None:
     assert any(isinstance(a, QuarantineNode) for a in actions)
 
 
-def quarantine_auto(policy: Policy, node: str, start: float) -> list:
+def quarantine_auto(policy: Policy, node: str, start: float) -> list[Action]:
     now = start
-    actions: list = []
+    actions: list[Action] = []
     fail(policy, node, now)
     for _ in range(4):
         now += 1

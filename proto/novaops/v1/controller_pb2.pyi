@@ -329,15 +329,18 @@ class FleetHealthRequest(_message.Message):
     ) -> None: ...
 
 class NodeHealthResult(_message.Message):
-    __slots__ = ("health", "error")
+    __slots__ = ("health", "error", "recovery")
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    RECOVERY_FIELD_NUMBER: _ClassVar[int]
     health: _executor_pb2.NodeHealth
     error: _common_pb2.NodeError
+    recovery: _containers.RepeatedCompositeFieldContainer[_executor_pb2.RecoveryStep]
     def __init__(
         self,
         health: _Optional[_Union[_executor_pb2.NodeHealth, _Mapping]] = ...,
         error: _Optional[_Union[_common_pb2.NodeError, _Mapping]] = ...,
+        recovery: _Optional[_Iterable[_Union[_executor_pb2.RecoveryStep, _Mapping]]] = ...,
     ) -> None: ...
 
 class FleetDiagnoseRequest(_message.Message):

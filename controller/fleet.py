@@ -1,0 +1,203 @@
+"""Fan-out RPCs of the controller: health, recovery, diagnostics, VMs, bundles."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TypeVar
+
+import grpc
+
+from novaops.client.tls import AioContext
+from novaops.controller.auth import require, unimplemented
+from novaops.controller.automation import FAILING, recover_actions
+from novaops.controller.context import (
+    ISSUE_BUNDLES,
+    ISSUE_DIAGNOSTICS,
+    ControllerContext,
+    store_call_failed,
+)
+from novaops.controller.executors import select_targets
+from novaops.controller.fanout import FanoutTarget, NodeCall, NodeOutcome, fan_out, first_result
+from novaops.controller.store.base import StoreError
+from novaops.pki.identity import Role
+from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc, executor_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
+    """Fan-out operations: every addressed node yields results or a NodeError."""
+
+    def __init__(self, ctx: ControllerContext) -> None:
+        self.ctx = ctx
+
+    async def _fan_out(
+        self,
+        context: AioContext,
+        selector: common_pb2.NodeSelector,
+        deadlines: common_pb2.FanoutDeadlines,
+        call: NodeCall[T],
+    ) -> AsyncIterator[NodeOutcome[T]]:
+        try:
+            records = await self.ctx.store.list_nodes()
+        except StoreError as exc:
+            await store_call_failed(context, exc)
+        targets, unknown = select_targets(records, selector)
+        for error in unknown:
+            yield NodeOutcome(error.node, error=error)
+        per_node = (deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
+        overall = (deadlines.overall_ms or self.ctx.config.overall_ms) / 1000
+        async for outcome in fan_out(targets, call, per_node=per_node, overall=overall):
+            yield outcome
+
+    # -- health --------------------------------------------------------------------
+
+    async def _recover_then_health(
+        self, target: FanoutTarget, timeout: float, dry_run: bool, actor: str
+    ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
+        """Health with checks, the catalogue actions its failing checks name, health again."""
+        stub = self.ctx.executors.stub(target.address)
+        request = executor_pb2.GetHealthRequest(include_checks=True)
+        before = await stub.GetHealth(request, timeout=timeout)
+        failing = [c for c in before.checks if c.status in FAILING]
+        steps: list[executor_pb2.RecoveryStep] = []
+        for action, action_target in recover_actions(failing):
+            recover = executor_pb2.RecoverRequest(
+                action=action, target=action_target, dry_run=dry_run, actor=actor
+            )
+            async for step in stub.Recover(recover, timeout=timeout):
+                steps.append(step)
+        if steps and not dry_run:
+            outcomes = ", ".join(f"{s.action}: {s.outcome}" for s in steps)
+            await self.ctx.events.emit(
+                "recovery", target.name, f"recovery on {target.name} by {actor}: {outcomes}"
+            )
+        after = before if dry_run or not steps else await stub.GetHealth(request, timeout=timeout)
+        yield controller_pb2.NodeHealthResult(health=after, recovery=steps)
+
+    async def _verify_clean(
+        self, target: FanoutTarget, timeout: float
+    ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
+        stub = self.ctx.executors.stub(target.address)
+        result = await stub.VerifyClean(executor_pb2.VerifyCleanRequest(), timeout=timeout)
+        status = (
+            common_pb2.HEALTH_STATUS_HEALTHY if result.clean else common_pb2.HEALTH_STATUS_UNHEALTHY
+        )
+        yield controller_pb2.NodeHealthResult(
+            health=executor_pb2.NodeHealth(node=result.node, status=status, checks=result.checks)
+        )
+
+    async def GetHealth(
+        self, request: controller_pb2.FleetHealthRequest, context: AioContext
+    ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
+        needed = Role.OPERATOR if request.recover else Role.VIEWER
+        identity = await require(context, needed, insecure=self.ctx.insecure)
+        if request.recover and request.verify_clean:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "--recover and --verify-clean exclude each other"
+            )
+        inner = executor_pb2.GetHealthRequest(include_checks=request.include_checks)
+        actor = f"{identity.role.value}:{identity.name}"
+
+        def call(
+            target: FanoutTarget, timeout: float
+        ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
+            if request.recover:
+                return self._recover_then_health(target, timeout, request.dry_run, actor)
+            if request.verify_clean:
+                return self._verify_clean(target, timeout)
+            stub = self.ctx.executors.stub(target.address)
+            return _wrap_health(first_result(stub.GetHealth(inner, timeout=timeout)))
+
+        async for outcome in self._fan_out(context, request.selector, request.deadlines, call):
+            if outcome.error is not None:
+                yield controller_pb2.NodeHealthResult(error=outcome.error)
+            elif outcome.result is not None:
+                yield outcome.result
+
+    # -- recovery --------------------------------------------------------------------
+
+    async def Recover(
+        self, request: controller_pb2.FleetRecoverRequest, context: AioContext
+    ) -> AsyncIterator[controller_pb2.RecoverResult]:
+        identity = await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
+        if not request.recover.action:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a recovery action is required")
+        if not request.selector.all and not request.selector.nodes:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "name the nodes (--node NAME) or --all"
+            )
+        actor = f"{identity.role.value}:{identity.name}"
+        inner = executor_pb2.RecoverRequest()
+        inner.CopyFrom(request.recover)
+        inner.actor = actor
+        done: dict[str, list[str]] = {}
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[executor_pb2.RecoveryStep]:
+            stream: AsyncIterator[executor_pb2.RecoveryStep]
+            stream = self.ctx.executors.stub(target.address).Recover(inner, timeout=timeout)
+            return stream
+
+        async for outcome in self._fan_out(context, request.selector, request.deadlines, call):
+            if outcome.error is not None:
+                yield controller_pb2.RecoverResult(error=outcome.error)
+            elif outcome.result is not None:
+                done.setdefault(outcome.node, []).append(outcome.result.outcome)
+                yield controller_pb2.RecoverResult(step=outcome.result)
+        if not inner.dry_run:
+            for node, outcomes in sorted(done.items()):
+                await self.ctx.events.emit(
+                    "recovery",
+                    node,
+                    f"{inner.action} on {node} by {actor}: "
+                    + ", ".join(f"{outcomes.count(o)} {o}" for o in sorted(set(outcomes))),
+                    attributes={"action": inner.action, "target": inner.target},
+                )
+
+    # -- diagnostics and inventory -------------------------------------------------
+
+    async def Diagnose(
+        self, request: controller_pb2.FleetDiagnoseRequest, context: AioContext
+    ) -> AsyncIterator[controller_pb2.DiagnoseResult]:
+        await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
+        await unimplemented(context, "cluster diagnostics (diag ...)", ISSUE_DIAGNOSTICS)
+        yield controller_pb2.DiagnoseResult()  # pragma: no cover
+
+    async def ListVms(
+        self, request: controller_pb2.FleetInventoryRequest, context: AioContext
+    ) -> AsyncIterator[controller_pb2.InventoryResult]:
+        await require(context, Role.VIEWER, insecure=self.ctx.insecure)
+        inner = executor_pb2.GetInventoryRequest()
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[common_pb2.Inventory]:
+            stub = self.ctx.executors.stub(target.address)
+            return first_result(stub.GetInventory(inner, timeout=timeout))
+
+        async for outcome in self._fan_out(context, request.selector, request.deadlines, call):
+            if outcome.error is not None:
+                yield controller_pb2.InventoryResult(node=outcome.node, error=outcome.error)
+            else:
+                yield controller_pb2.InventoryResult(node=outcome.node, inventory=outcome.result)
+
+    async def GetVmStats(
+        self, request: controller_pb2.FleetVmStatsRequest, context: AioContext
+    ) -> executor_pb2.VmStats:
+        await require(context, Role.VIEWER, insecure=self.ctx.insecure)
+        await unimplemented(context, "vm stats", ISSUE_DIAGNOSTICS)
+        raise AssertionError("unreachable")
+
+    async def CollectBundle(
+        self, request: controller_pb2.FleetBundleRequest, context: AioContext
+    ) -> AsyncIterator[controller_pb2.FleetBundleChunk]:
+        await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
+        await unimplemented(context, "support bundles", ISSUE_BUNDLES)
+        yield controller_pb2.FleetBundleChunk()  # pragma: no cover
+
+
+async def _wrap_health(
+    results: AsyncIterator[executor_pb2.NodeHealth],
+) -> AsyncIterator[controller_pb2.NodeHealthResult]:
+    async for health in results:
+        yield controller_pb2.NodeHealthResult(health=health)

@@ -1,0 +1,217 @@
+"""Log selection: the ``since`` window and the per-file cap, then the log collectors.
+
+What callers may rely on:
+
+* A file larger than the cap contributes only its newest ``cap`` bytes, cut at
+  a line boundary; the metadata entry says ``truncated``.
+* With ``since``, a file keeps the lines from the first line whose timestamp is
+  inside the window to its end (continuation lines without a timestamp, such
+  as tracebacks, stay with their line). Timestamps recognised: ISO-8601
+  (``2024-05-01T12:00:00Z``, libvirt's ``2024-05-01 12:00:00.123+0000``, nova's
+  ``2024-05-01 12:00:00.123``; no zone means UTC), syslog ``May  1 12:00:00``
+  (the year is inferred) and Docker json-file ``"time":"..."``. A file without
+  any parseable timestamp is kept whole if its mtime is inside the window and
+  left out otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, BinaryIO
+
+from novaops.executor.hostroot import HostRoot
+
+if TYPE_CHECKING:
+    from novaops.executor.bundle.builder import CollectorContext, Member
+
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+JOURNALCTL_TIMEOUT_SECONDS = 120.0
+# Only the head of a line is searched for its timestamp.
+_HEAD = 160
+_ISO_RE = re.compile(
+    rb"^\s*\[?(\d{4})-(\d\d)-(\d\d)[T ](\d\d):(\d\d):(\d\d)(?:[.,]\d+)?\s*(Z|[+-]\d\d:?\d\d)?"
+)
+_DOCKER_TIME_RE = re.compile(rb'"time":\s*"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)')
+_SYSLOG_RE = re.compile(rb"^([A-Z][a-z]{2}) +(\d{1,2}) (\d\d):(\d\d):(\d\d)\b")
+_MONTHS = {
+    m.encode(): i
+    for i, m in enumerate(
+        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1
+    )
+}
+
+
+def parse_line_time(line: bytes, now: datetime) -> datetime | None:
+    """The timestamp a log line starts with (UTC), or None."""
+    head = line[:_HEAD]
+    m = _ISO_RE.match(head) or _DOCKER_TIME_RE.search(head)
+    try:
+        if m:
+            year, month, day, hour, minute, second = (int(x) for x in m.groups()[:6])
+            stamp = datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+            zone = m.group(7) if m.re is _ISO_RE else None
+            if zone and zone != b"Z":
+                sign = 1 if zone[:1] == b"+" else -1
+                digits = zone[1:].replace(b":", b"")
+                stamp -= sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+            return stamp
+        s = _SYSLOG_RE.match(head)
+        if s:
+            month_number = _MONTHS.get(s.group(1))
+            if month_number is None:
+                return None
+            day, hour, minute, second = (int(x) for x in s.groups()[1:])
+            stamp = datetime(now.year, month_number, day, hour, minute, second, tzinfo=UTC)
+            # Syslog has no year: a date "after" now belongs to last year.
+            if stamp > now + timedelta(days=1):
+                stamp = stamp.replace(year=now.year - 1)
+            return stamp
+    except ValueError:
+        return None
+    return None
+
+
+def _window_start(
+    fh: BinaryIO, start: int, since: datetime | None, now: datetime
+) -> tuple[int | None, bool]:
+    """(offset of the first line inside the window or None, whether any line had a time)."""
+    if since is None:
+        return start, False
+    fh.seek(start)
+    offset = start
+    seen_time = False
+    while True:
+        line = fh.readline(1024 * 1024)
+        if not line:
+            return None, seen_time
+        stamp = parse_line_time(line, now)
+        if stamp is not None:
+            seen_time = True
+            if stamp >= since:
+                return offset, True
+        offset += len(line)
+
+
+def _tail_start(fh: BinaryIO, size: int, cap: int) -> int:
+    """Offset of the first whole line within the last cap bytes."""
+    if size <= cap:
+        return 0
+    fh.seek(size - cap)
+    partial = fh.readline(cap)
+    return size - cap + len(partial)
+
+
+def open_host_file(root: HostRoot, host_path: str | PurePosixPath) -> BinaryIO:
+    """A host file opened for reading through the root, the way HostRoot reads."""
+    real = root.resolve(host_path)
+    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    return os.fdopen(fd, "rb")
+
+
+def log_member(ctx: CollectorContext, name: str, fh: BinaryIO, source: str) -> Member | None:
+    """A redacted member of the window/cap-selected part of an open log; None if empty."""
+    stat = os.fstat(fh.fileno())
+    start = _tail_start(fh, stat.st_size, ctx.max_file_bytes)
+    since = ctx.since_time
+    begin, seen_time = _window_start(fh, start, since, ctx.now)
+    if since is not None and not seen_time:
+        # No timestamps at all in the kept part: decide by modification time.
+        inside = datetime.fromtimestamp(stat.st_mtime, UTC) >= since
+        begin = start if inside else None
+    if begin is None:
+        return None
+    fh.seek(begin)
+    return ctx.redacted_member(name, fh, source=source, mtime=stat.st_mtime, truncated=start > 0)
+
+
+# (archive folder, host glob) of the plain log files each collector takes.
+LIBVIRT_LOGS = (
+    ("logs/libvirt", "/var/log/libvirt/libvirtd.log"),
+    ("logs/libvirt", "/var/log/libvirt/virtqemud.log"),
+)
+QEMU_LOGS = (
+    ("logs/libvirt/qemu", "/var/log/libvirt/qemu/*.log"),
+    ("logs/libvirt/lxc", "/var/log/libvirt/lxc/*.log"),
+)
+CONTAINER_LOGS = (
+    ("logs/containers", "/var/log/containers/*.log"),
+    ("logs/containers/docker", "/var/lib/docker/containers/*/*-json.log"),
+)
+SERVICE_LOGS = (
+    ("logs/services/nova", "/var/log/nova/*.log"),
+    ("logs/services/openvswitch", "/var/log/openvswitch/*.log"),
+)
+SYSTEM_LOGS = tuple(
+    ("logs/system", f"/var/log/{name}")
+    for name in ("syslog", "messages", "auth.log", "secure", "kern.log", "daemon.log")
+)
+ROTATED_LOGS = (
+    ("logs/rotated", "/var/log/libvirt/libvirtd.log.1"),
+    ("logs/rotated", "/var/log/syslog.1"),
+    ("logs/rotated", "/var/log/messages.1"),
+    ("logs/rotated/qemu", "/var/log/libvirt/qemu/*.log.1"),
+)
+
+
+def host_log_members(
+    ctx: CollectorContext, sources: tuple[tuple[str, str], ...]
+) -> Iterator[Member]:
+    """Members for every host file matching sources; a source matching nothing adds nothing."""
+    for folder, pattern in sources:
+        for host_path in ctx.root.glob(pattern):
+            if not ctx.root.resolve(host_path).is_file():
+                continue
+            name = f"{folder}/{host_path.name}"
+            if "docker" in folder:
+                # Docker names every container's file <id>-json.log; keep the id.
+                name = f"{folder}/{host_path.parent.name[:12]}.log"
+            with open_host_file(ctx.root, host_path) as fh:
+                member = log_member(ctx, name, fh, str(host_path))
+            if member is not None:
+                yield member
+
+
+def executor_log_members(ctx: CollectorContext, path: Path | None) -> Iterator[Member]:
+    """The executor's own log (a path in the executor's filesystem, not the host root)."""
+    if path is None:
+        ctx.skip("no executor log file configured")
+    with path.open("rb") as fh:
+        member = log_member(ctx, "logs/executor.log", fh, str(path))
+    if member is not None:
+        yield member
+
+
+def journal_available(root: HostRoot) -> bool:
+    return root.is_system_root and shutil.which("journalctl") is not None
+
+
+def journal_members(ctx: CollectorContext) -> Iterator[Member]:
+    """``journalctl --since`` output, newest ``cap`` bytes, redacted."""
+    command = ["journalctl", "--no-pager", "--utc", "-o", "short-iso", "-q"]
+    if ctx.since_time is not None:
+        command.append(f"--since=@{int(ctx.since_time.timestamp())}")
+    with tempfile.TemporaryFile(dir=ctx.spool_dir) as raw:
+        # The journal may be large: it lands on disk, then only its tail is redacted.
+        subprocess.run(
+            command,
+            stdout=raw,
+            stderr=subprocess.DEVNULL,
+            timeout=JOURNALCTL_TIMEOUT_SECONDS,
+            check=True,
+        )
+        size = raw.tell()
+        raw.seek(_tail_start(raw, size, ctx.max_file_bytes))
+        yield ctx.redacted_member(
+            "logs/system/journal.log",
+            raw,
+            source="journalctl",
+            mtime=ctx.now.timestamp(),
+            truncated=size > ctx.max_file_bytes,
+        )

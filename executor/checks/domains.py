@@ -1,0 +1,248 @@
+"""What the checks ask of libvirt, and pure parsers of domain and capabilities XML.
+
+The executor's :class:`~novaops.executor.libvirt_access.LibvirtGateway` lists
+domains and reads counters; the checks also need each domain's XML (disks,
+interfaces) and the host capabilities. :class:`DomainSource` is that small
+interface. :class:`LibvirtDomainSource` implements it on top of
+:class:`~novaops.executor.libvirt_access.LibvirtConnection` (same thread pool,
+same timeouts, same error translation); :class:`FakeDomainSource` is the
+in-memory twin for unit tests.
+
+What callers may rely on: every method raises
+:class:`~novaops.executor.libvirt_access.LibvirtUnavailable` when libvirt does
+not answer, and ``domain_xml`` raises
+:class:`~novaops.executor.libvirt_access.DomainNotFound` for an unknown name.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from novaops.executor.libvirt_access import (
+    BLOCKED,
+    CRASHED,
+    PAUSED,
+    PMSUSPENDED,
+    RUNNING,
+    SHUTDOWN,
+    DomainNotFound,
+    DomainRecord,
+    HypervisorInfo,
+    LibvirtConnection,
+    LibvirtUnavailable,
+)
+
+# States in which libvirt still holds a QEMU process for the domain (a crashed
+# domain with on_crash=preserve keeps its process for post-mortem).
+PROCESS_STATES = frozenset({RUNNING, BLOCKED, PAUSED, SHUTDOWN, PMSUSPENDED, CRASHED})
+# States in which the domain's taps must exist and sit in their bridges.
+TAP_STATES = frozenset({RUNNING, BLOCKED, PAUSED})
+
+STATE_NAMES = {
+    0: "no state",
+    1: "running",
+    2: "blocked",
+    3: "paused",
+    4: "shutting down",
+    5: "shut off",
+    6: "crashed",
+    7: "pmsuspended",
+}
+
+
+class DomainSource(Protocol):
+    """The libvirt reads the checks make."""
+
+    @property
+    def uri(self) -> str: ...
+
+    async def hypervisor_info(self) -> HypervisorInfo: ...
+
+    async def list_domains(self) -> list[DomainRecord]: ...
+
+    async def domain_xml(self, name: str) -> str:
+        """The domain's live XML (inactive XML when it is not running)."""
+        ...
+
+    async def capabilities_xml(self) -> str:
+        """``virConnectGetCapabilities``."""
+        ...
+
+
+class LibvirtDomainSource(LibvirtConnection):
+    """:class:`DomainSource` on libvirt-python, sharing LibvirtConnection's machinery.
+
+    Meant to fold into LibvirtConnection once the gateway grows these two reads.
+    """
+
+    async def domain_xml(self, name: str) -> str:
+        def read(conn: Any) -> str:
+            return str(conn.lookupByName(name).XMLDesc(0))
+
+        return await self._call(read)
+
+    async def capabilities_xml(self) -> str:
+        def read(conn: Any) -> str:
+            return str(conn.getCapabilities())
+
+        return await self._call(read)
+
+
+class FakeDomainSource:
+    """In-memory :class:`DomainSource`. Set ``error`` to simulate libvirt being down."""
+
+    def __init__(
+        self,
+        domains: Iterable[tuple[DomainRecord, str]] = (),
+        *,
+        capabilities: str = "<capabilities/>",
+        uri: str = "test:///fake",
+        error: str | None = None,
+    ) -> None:
+        self.domains = {record.name: (record, xml) for record, xml in domains}
+        self.capabilities = capabilities
+        self.error = error
+        self._uri = uri
+
+    @property
+    def uri(self) -> str:
+        return self._uri
+
+    def _check(self) -> None:
+        if self.error is not None:
+            raise LibvirtUnavailable(self.error)
+
+    async def hypervisor_info(self) -> HypervisorInfo:
+        self._check()
+        return HypervisorInfo("9.0.0", "TEST 9.0.0")
+
+    async def list_domains(self) -> list[DomainRecord]:
+        self._check()
+        return [record for record, _ in sorted(self.domains.values(), key=lambda d: d[0].name)]
+
+    async def domain_xml(self, name: str) -> str:
+        self._check()
+        if name not in self.domains:
+            raise DomainNotFound(f"no domain with matching name '{name}'")
+        return self.domains[name][1]
+
+    async def capabilities_xml(self) -> str:
+        self._check()
+        return self.capabilities
+
+
+# -- pure XML parsers ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DiskSpec:
+    """A disk of a domain: target device, host path of its source, image format."""
+
+    device: str
+    source: str
+    format: str = ""
+
+
+@dataclass(frozen=True)
+class InterfaceSpec:
+    """An interface of a domain: its tap (target dev, "" until started) and bridge."""
+
+    tap: str
+    bridge: str
+    mac: str = ""
+
+
+@dataclass(frozen=True)
+class DomainSpec:
+    """What a domain's XML declares that the checks verify."""
+
+    name: str
+    memory_kib: int
+    vcpus: int
+    disks: tuple[DiskSpec, ...]
+    interfaces: tuple[InterfaceSpec, ...]
+
+
+def parse_domain_spec(domain_xml: str) -> DomainSpec:
+    """Disks with a file/block source and interfaces with a bridge, from a domain's XML.
+
+    Network-backed disks (rbd, iscsi) and cdrom slots without media are left
+    out: there is no host file to verify. ``type='network'`` interfaces are kept
+    only when libvirt reports the bridge they landed on (``<source bridge=...>``).
+    """
+    root = ET.fromstring(domain_xml)
+    disks = []
+    for disk in root.iterfind("./devices/disk"):
+        source = disk.find("source")
+        if source is None:
+            continue
+        path = source.get("file") or source.get("dev") or ""
+        if not path:
+            continue
+        target = disk.find("target")
+        driver = disk.find("driver")
+        disks.append(
+            DiskSpec(
+                device=target.get("dev", "") if target is not None else "",
+                source=path,
+                format=driver.get("type", "") if driver is not None else "",
+            )
+        )
+    interfaces = []
+    for nic in root.iterfind("./devices/interface"):
+        source = nic.find("source")
+        bridge = source.get("bridge", "") if source is not None else ""
+        if not bridge:
+            continue
+        target = nic.find("target")
+        mac = nic.find("mac")
+        interfaces.append(
+            InterfaceSpec(
+                tap=target.get("dev", "") if target is not None else "",
+                bridge=bridge,
+                mac=mac.get("address", "") if mac is not None else "",
+            )
+        )
+    return DomainSpec(
+        name=root.findtext("name", ""),
+        memory_kib=_memory_kib(root),
+        vcpus=_int(root.findtext("vcpu", "0")),
+        disks=tuple(disks),
+        interfaces=tuple(interfaces),
+    )
+
+
+_UNIT_KIB = {"b": 1 / 1024, "bytes": 1 / 1024, "k": 1, "kib": 1, "m": 1024, "mib": 1024}
+_UNIT_KIB |= {"g": 1024**2, "gib": 1024**2, "kb": 1000 / 1024, "mb": 1000**2 / 1024}
+
+
+def _memory_kib(root: ET.Element) -> int:
+    memory = root.find("memory")
+    if memory is None or not (memory.text or "").strip():
+        return 0
+    scale = _UNIT_KIB.get(memory.get("unit", "KiB").lower(), 1)
+    return int(_int(memory.text or "0") * scale)
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return 0
+
+
+def parse_capabilities(capabilities_xml: str) -> tuple[str, list[str]]:
+    """(host CPU arch, sorted "arch/domain-type" pairs guests can use) from capabilities."""
+    root = ET.fromstring(capabilities_xml)
+    host_arch = root.findtext("./host/cpu/arch", "")
+    guests = set()
+    for guest in root.iterfind("./guest"):
+        arch = guest.find("arch")
+        if arch is None:
+            continue
+        for domain in arch.iterfind("domain"):
+            guests.add(f"{arch.get('name', '')}/{domain.get('type', '')}")
+    return host_arch, sorted(guests)

@@ -1,0 +1,188 @@
+"""Run checks with per-check timeouts: ``Diagnose`` and ``GetHealth(include_checks)``.
+
+What callers may rely on:
+
+* Neither entry point raises for a failing, crashing or hung check: a check
+  that overruns ``sources.timings.per_check`` yields one ``error`` result
+  "timed out after N s", and one that raises yields an ``error`` result naming
+  the exception (also logged with its traceback).
+* Blocking I/O runs in threads; the event loop is never blocked. A hung
+  thread cannot be killed, so it keeps its worker until the I/O returns — the
+  result was already reported as timed out.
+* :func:`run_diagnose` yields results as each part finishes (``diag host`` runs
+  its parts concurrently); :func:`run_health_checks` returns them in the fixed
+  order of :data:`HEALTH_PARTS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from novaops.executor.checks import container, host, leftovers, network, vm
+from novaops.executor.checks.model import CheckResult, error_result
+from novaops.executor.checks.sources import CheckSources
+from novaops.v1 import executor_pb2
+
+log = logging.getLogger(__name__)
+
+CheckRun = Callable[[CheckSources], Awaitable[list[CheckResult]]]
+
+
+class TargetKind(enum.StrEnum):
+    VM = "vm"
+    CONTAINER = "container"
+    NETWORK = "network"
+    HOST = "host"
+
+
+@dataclass(frozen=True)
+class DiagnoseTarget:
+    """What to diagnose; ``name`` is "host" for the host."""
+
+    kind: TargetKind
+    name: str = "host"
+
+    @staticmethod
+    def from_request(request: executor_pb2.DiagnoseRequest) -> DiagnoseTarget:
+        """The target of a DiagnoseRequest. ValueError when none (or an empty name) is set."""
+        which = request.WhichOneof("target")
+        if which is None:
+            raise ValueError("DiagnoseRequest names no target")
+        if which == "host":
+            return DiagnoseTarget(TargetKind.HOST)
+        name = str(getattr(request, which))
+        if not name:
+            raise ValueError(f"DiagnoseRequest.{which} is empty")
+        return DiagnoseTarget(TargetKind(which), name)
+
+
+# -- the parts of each target ----------------------------------------------------------------
+
+
+async def _vm(sources: CheckSources, name: str) -> list[CheckResult]:
+    return vm.evaluate_vm(await vm.gather_vm(sources, name))
+
+
+async def _container(sources: CheckSources, name: str) -> list[CheckResult]:
+    return container.evaluate_container(await container.gather_container(sources, name))
+
+
+async def _network(sources: CheckSources, name: str) -> list[CheckResult]:
+    return network.evaluate_network(await network.gather_network(sources, name))
+
+
+async def _basics(sources: CheckSources) -> list[CheckResult]:
+    return host.evaluate_basics(await asyncio.to_thread(host.gather_basics, sources))
+
+
+async def _libvirt(sources: CheckSources) -> list[CheckResult]:
+    return host.evaluate_libvirt(await host.gather_libvirt(sources))
+
+
+async def _cgroup(sources: CheckSources) -> list[CheckResult]:
+    return host.evaluate_cgroup(await asyncio.to_thread(host.gather_cgroup, sources))
+
+
+async def _disk(sources: CheckSources) -> list[CheckResult]:
+    return host.evaluate_disk(await asyncio.to_thread(host.gather_disk, sources))
+
+
+async def _memory(sources: CheckSources) -> list[CheckResult]:
+    return host.evaluate_memory(await asyncio.to_thread(host.gather_memory, sources))
+
+
+async def _orphans(sources: CheckSources) -> list[CheckResult]:
+    return leftovers.evaluate_orphans(await leftovers.gather_orphans(sources))
+
+
+async def _locks(sources: CheckSources) -> list[CheckResult]:
+    return leftovers.evaluate_locks(await asyncio.to_thread(leftovers.gather_locks, sources))
+
+
+async def _taps(sources: CheckSources) -> list[CheckResult]:
+    return leftovers.evaluate_taps(await leftovers.gather_taps(sources))
+
+
+# check id reported when a part times out or crashes -> the part.
+HOST_PARTS: dict[str, CheckRun] = {
+    "host.facts": _basics,
+    "host.libvirt": _libvirt,
+    "host.cgroup": _cgroup,
+    "host.disk": _disk,
+    "host.memory": _memory,
+    "host.orphans": _orphans,
+    "host.locks": _locks,
+    "host.taps": _taps,
+}
+# Node health (issue 5): what GetHealth(include_checks) and the automation use.
+HEALTH_PARTS = (
+    "host.libvirt",
+    "host.cgroup",
+    "host.disk",
+    "host.orphans",
+    "host.locks",
+    "host.taps",
+)
+# The clean baseline of verify-clean: no leftovers.
+CLEAN_BASELINE_PARTS = ("host.orphans", "host.locks", "host.taps")
+
+
+async def _bounded(
+    check_id: str, target: str, timeout: float, run: Awaitable[list[CheckResult]]
+) -> list[CheckResult]:
+    try:
+        return await asyncio.wait_for(run, timeout)
+    except TimeoutError:
+        return [error_result(check_id, target, f"timed out after {timeout:g}s")]
+    except Exception as exc:  # a check must never take the stream down
+        log.exception("check %s on %s crashed", check_id, target)
+        return [error_result(check_id, target, f"check crashed: {type(exc).__name__}: {exc}")]
+
+
+async def run_diagnose(target: DiagnoseTarget, sources: CheckSources) -> AsyncIterator[CheckResult]:
+    """Results of ``diag <kind> <name>`` as they become available (see module doc)."""
+    timeout = sources.timings.per_check
+    single = {
+        TargetKind.VM: ("vm", _vm),
+        TargetKind.CONTAINER: ("container", _container),
+        TargetKind.NETWORK: ("network", _network),
+    }
+    if target.kind in single:
+        check_id, part = single[target.kind]
+        for item in await _bounded(check_id, target.name, timeout, part(sources, target.name)):
+            yield item
+        return
+    pending = [
+        asyncio.ensure_future(_bounded(check_id, "host", timeout, part(sources)))
+        for check_id, part in HOST_PARTS.items()
+    ]
+    try:
+        for finished in asyncio.as_completed(pending):
+            for item in await finished:
+                yield item
+    finally:
+        for task in pending:  # the consumer went away (RPC cancelled): stop the rest
+            task.cancel()
+
+
+async def run_parts(parts: tuple[str, ...], sources: CheckSources) -> list[CheckResult]:
+    """The named host parts (keys of :data:`HOST_PARTS`) concurrently, results in order."""
+    timeout = sources.timings.per_check
+    batches = await asyncio.gather(
+        *(_bounded(part, "host", timeout, HOST_PARTS[part](sources)) for part in parts)
+    )
+    return [item for batch in batches for item in batch]
+
+
+async def run_health_checks(sources: CheckSources) -> list[CheckResult]:
+    """The node-health checks (:data:`HEALTH_PARTS`), in that order."""
+    return await run_parts(HEALTH_PARTS, sources)
+
+
+async def run_clean_baseline(sources: CheckSources) -> list[CheckResult]:
+    """The verify-clean checks (:data:`CLEAN_BASELINE_PARTS`): orphans, locks, taps."""
+    return await run_parts(CLEAN_BASELINE_PARTS, sources)
