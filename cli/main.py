@@ -7,66 +7,13 @@ never imports controller or executor code (tests/unit/test_boundaries.py).
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
 
 import click
 
-F = TypeVar("F", bound=Callable[..., Any])
-
-OUTPUT_CHOICES = click.Choice(["table", "json"])
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    return version("novaops")
-
-
-def output_option(func: F) -> F:
-    return click.option(
-        "-o",
-        "--output",
-        type=OUTPUT_CHOICES,
-        default="table",
-        show_default=True,
-        help="Render as a table or one JSON document.",
-    )(func)
-
-
-def handle_errors(func: F) -> F:
-    """Turn library errors into one line on stderr and the documented exit code."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from novaops.client.errors import NovaopsError
-
-        try:
-            return func(*args, **kwargs)
-        except NovaopsError as exc:
-            from novaops.cli import render
-
-            render.error(str(exc))
-            sys.exit(exc.exit_code)
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _client(ctx: click.Context) -> Any:
-    # gRPC core logs handshake failures on stderr itself; the CLI reports them in
-    # one line of its own, so silence the library unless the user asked for it.
-    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
-    from novaops.client.api import NovaopsClient
-    from novaops.client.config import resolve_client_config_path
-
-    path = resolve_client_config_path(ctx.obj.get("config"))
-    client = NovaopsClient.from_config_file(path)
-    ctx.call_on_close(client.close)
-    return client
+from novaops.cli.options import client as _client
+from novaops.cli.options import handle_errors, ms, node_options, output_option, selection
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -156,38 +103,6 @@ def leader_status(ctx: click.Context, output: str) -> None:
 # -- fleet views -----------------------------------------------------------------
 
 
-def node_options(func: F) -> F:
-    """--node NAME (repeatable) / --all, and the fan-out deadlines."""
-    func = click.option(
-        "--overall-timeout",
-        type=click.FloatRange(min=0.01),
-        default=None,
-        help="Seconds the whole fan-out may take (default: controller's).",
-    )(func)
-    func = click.option(
-        "--node-timeout",
-        type=click.FloatRange(min=0.01),
-        default=None,
-        help="Seconds any one node may take (default: controller's).",
-    )(func)
-    func = click.option("--all", "all_nodes", is_flag=True, help="Every registered node.")(func)
-    return click.option(
-        "--node", "nodes", multiple=True, metavar="NAME", help="A node (repeatable)."
-    )(func)
-
-
-def _selection(nodes: tuple[str, ...], all_nodes: bool) -> list[str] | None:
-    from novaops.client.errors import InvalidRequest
-
-    if nodes and all_nodes:
-        raise InvalidRequest("--node and --all exclude each other; give one")
-    return list(nodes) or None
-
-
-def _ms(seconds: float | None) -> int:
-    return int(seconds * 1000) if seconds else 0
-
-
 @cli.group()
 def vm() -> None:
     """Virtual machines across the fleet."""
@@ -214,9 +129,9 @@ def vm_list(
     vms: list[Vm] = []
     failures: list[NodeFailure] = []
     stream = _client(ctx).list_vms(
-        _selection(nodes, all_nodes),
-        per_node_ms=_ms(node_timeout),
-        overall_ms=_ms(overall_timeout),
+        selection(nodes, all_nodes),
+        per_node_ms=ms(node_timeout),
+        overall_ms=ms(overall_timeout),
     )
     for item in stream:
         if isinstance(item, NodeFailure):
@@ -261,13 +176,13 @@ def health(
     reports: list[NodeHealthReport] = []
     failures: list[NodeFailure] = []
     stream = _client(ctx).health(
-        _selection(nodes, all_nodes),
+        selection(nodes, all_nodes),
         include_checks=checks,
         recover=recover,
         verify_clean=verify_clean,
         dry_run=dry_run,
-        per_node_ms=_ms(node_timeout),
-        overall_ms=_ms(overall_timeout),
+        per_node_ms=ms(node_timeout),
+        overall_ms=ms(overall_timeout),
     )
     for item in stream:
         if isinstance(item, NodeFailure):
@@ -373,8 +288,22 @@ def certs_init(
 
 def main() -> int:
     """Console-script entry point."""
+    from novaops.cli.bundle import support
     from novaops.cli.dev import dev
+    from novaops.cli.diag import diag, vm_health_report, vm_stats
+    from novaops.cli.operations import (
+        automation,
+        events,
+        leader_transfer,
+        quarantine,
+        recover,
+        unquarantine,
+    )
 
-    cli.add_command(dev)
+    for command in (dev, diag, recover, quarantine, unquarantine, automation, events, support):
+        cli.add_command(command)
+    vm.add_command(vm_stats)
+    vm.add_command(vm_health_report)
+    leader.add_command(leader_transfer)
     cli(prog_name="novaops")
     return 0

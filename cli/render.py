@@ -21,6 +21,13 @@ def emit_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+def escape(text: str) -> str:
+    """Text from nodes and users, safe to print through rich markup."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console() -> Any:
     from rich.console import Console
 
@@ -112,7 +119,7 @@ def processes_table(processes: Sequence[Any]) -> None:
 
 
 def message(text: str) -> None:
-    _console().print(text)
+    _console().print(escape(text))
 
 
 def error(text: str) -> None:
@@ -123,7 +130,7 @@ def error(text: str) -> None:
 def _failures(failures: Sequence[Any]) -> None:
     console = _console()
     for failure in failures:
-        console.print(f"[red]{failure.node}: {failure.kind}[/]: {failure.message}")
+        console.print(f"[red]{failure.node}: {failure.kind}[/]: {escape(failure.message)}")
 
 
 def _mib(value: int) -> str:
@@ -178,7 +185,7 @@ def health_table(reports: Sequence[Any], failures: Sequence[Any]) -> None:
             "yes" if facts.kvm_accessible else ("present" if facts.kvm_present else "[red]no[/]"),
             facts.cgroup_backend,
             libvirt,
-            ", ".join(c["check_id"] for c in report.failing_checks) or "-",
+            ", ".join(c.check_id for c in report.failing_checks) or "-",
         )
     _console().print(table)
     _failures(failures)
@@ -187,3 +194,160 @@ def health_table(reports: Sequence[Any], failures: Sequence[Any]) -> None:
         f"{len(reports) - unhealthy} healthy, {unhealthy} not healthy, "
         f"{len(failures)} node(s) unreachable"
     )
+
+
+_CHECK_STYLE = {"ok": "green", "warn": "yellow", "fail": "red", "error": "magenta"}
+
+
+def check_summary_line(checks: Sequence[Any], failures: Sequence[Any]) -> str:
+    counts = {status: 0 for status in ("ok", "warn", "fail", "error")}
+    for check in checks:
+        counts[check.status] = counts.get(check.status, 0) + 1
+    parts = [f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "fail")]
+    if failures:
+        parts.append(f"{len(failures)} node{'s' if len(failures) != 1 else ''} unreachable")
+    return ", ".join(parts)
+
+
+def checks_report(checks: Sequence[Any], failures: Sequence[Any]) -> None:
+    """Results grouped by node, colour by status, remediation under each failure."""
+    console = _console()
+    nodes = sorted({c.node for c in checks} | {f.node for f in failures})
+    for node in nodes:
+        console.print(f"[bold]{node}[/]")
+        for failure in (f for f in failures if f.node == node):
+            console.print(f"  [red]UNREACHABLE[/] {failure.kind}: {escape(failure.message)}")
+        for check in (c for c in checks if c.node == node):
+            style = _CHECK_STYLE.get(check.status, "white")
+            target = f" ({check.target})" if check.target else ""
+            text = escape(f"{check.check_id}{target}: {check.summary}")
+            console.print(f"  [{style}]{check.status.upper():5}[/] {text}")
+            if check.status in ("warn", "fail", "error"):
+                for number, step in enumerate(check.remediation, 1):
+                    command = f"\n          $ {step.command}" if step.command else ""
+                    console.print(escape(f"        {number}. {step.description}{command}"))
+    console.print(check_summary_line(checks, failures))
+
+
+def emit_jsonl(document: Any) -> None:
+    """One JSON object on one line, flushed (for streaming consumers)."""
+    sys.stdout.write(json.dumps(document, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def recovery_steps(steps: Sequence[Any], failures: Sequence[Any]) -> None:
+    console = _console()
+    style = {"done": "green", "planned": "cyan", "skipped": "dim", "failed": "red"}
+    for step in steps:
+        colour = style.get(step.outcome, "white")
+        error = f" — {step.error}" if step.error else ""
+        text = escape(f"{step.action}: {step.description}{error}")
+        console.print(f"{step.node}  [{colour}]{step.outcome:8}[/] {text}")
+    _failures(failures)
+
+
+def quarantines_table(records: Sequence[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(records)} quarantined node(s)", title_justify="left")
+    for column in ("NODE", "SOURCE", "SINCE", "ACTOR", "REASON"):
+        table.add_column(column)
+    for record in records:
+        table.add_row(record.node, record.source, record.since or "-", record.actor, record.reason)
+    _console().print(table)
+
+
+def history_table(entries: Sequence[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    for column in ("SEQ", "AT", "NODE", "ACTION", "SOURCE", "ACTOR", "REASON"):
+        table.add_column(column)
+    for entry in entries:
+        action = entry.action + (" (forced)" if entry.forced else "")
+        table.add_row(
+            str(entry.sequence),
+            entry.at or "-",
+            entry.node,
+            action,
+            entry.source,
+            entry.actor,
+            entry.reason,
+        )
+    _console().print(table)
+
+
+def event_line(event: Any) -> None:
+    causes = f" (caused by {', '.join(event.cause_ids)})" if event.cause_ids else ""
+    node = f" {event.node}" if event.node else ""
+    _console().print(
+        f"{event.id} {event.at or '-'} [bold]{event.kind}[/]{node}: {event.message}{causes}"
+    )
+
+
+def automation_state(state: Any) -> None:
+    console = _console()
+    running = "[green]running[/]" if state.running else "[yellow]not running[/]"
+    console.print(f"automation: {running} on leader {state.leader or '-'}")
+    console.print(f"  paused:           {'yes' if state.paused else 'no'}")
+    breaker = f"[red]TRIPPED[/]: {state.breaker_reason}" if state.breaker_tripped else "ok"
+    console.print(f"  circuit breaker:  {breaker}")
+    console.print(f"  auto-quarantined: {state.auto_quarantined}")
+
+
+def vm_stats(stats: Any) -> None:
+    console = _console()
+    console.print(f"[bold]{stats.vm}[/] on {stats.node} (at {stats.observed_at})")
+    console.print(f"  cpu time: {stats.cpu_time_ns / 1e9:.1f} s")
+    console.print(f"  memory:   {stats.memory_kib // 1024} MiB (rss {stats.rss_kib // 1024} MiB)")
+    for block in stats.block:
+        console.print(
+            f"  disk {block['device']}: read {block['read_bytes']} B, "
+            f"write {block['write_bytes']} B, errors {block['errors']}"
+        )
+    for nic in stats.interfaces:
+        errors = nic["rx_errors"] + nic["tx_errors"]
+        drops = nic["rx_drops"] + nic["tx_drops"]
+        console.print(
+            f"  nic {nic['device']}: rx {nic['rx_bytes']} B, tx {nic['tx_bytes']} B, "
+            f"errors {errors}, drops {drops}"
+        )
+
+
+def bundle_summary(summary: Any) -> None:
+    console = _console()
+    console.print(f"wrote {summary.path} ({summary.size} bytes)")
+    console.print(f"sha256 {summary.sha256}")
+    for node in summary.nodes:
+        if node.status == "ok":
+            console.print(f"  [green]{node.node}[/]: ok, {node.size} bytes")
+        else:
+            console.print(f"  [red]{node.node}[/]: {node.status}: {node.error}")
+    if summary.map_path:
+        console.print(f"pseudonym map (private, never inside the archive): {summary.map_path}")
+    console.print(
+        "before uploading: run `novaops support bundle validate "
+        f"{summary.path}`, send the sha256 separately from the file, and upload only over "
+        "an authenticated, encrypted channel (HTTPS/SFTP); never attach the map"
+    )
+
+
+def bundle_inspect(report: Any) -> None:
+    console = _console()
+    since, until = report.time_window
+    console.print(f"[bold]{report.path}[/] (novaops {report.novaops_version}, {report.created_at})")
+    console.print(f"  window: {since or '?'} .. {until or '?'}")
+    for node in report.nodes:
+        colour = "green" if node.status == "ok" else "red"
+        console.print(f"[bold]{node.node}[/]: [{colour}]{node.status}[/] {node.error}")
+        for check in node.failing_checks:
+            console.print(f"  [red]{check.status}[/] {check.name}: {check.message}")
+        for collector, error in node.collector_failures:
+            console.print(f"  [yellow]collector {collector} failed[/]: {error}")
+        for count, line in node.top_errors[:5]:
+            console.print(f"  {count:5}x {line}")
+        if node.redactions:
+            counts = ", ".join(f"{k} {v}" for k, v in sorted(node.redactions.items()))
+            console.print(f"  redactions: {counts}")
+    for problem in report.problems:
+        console.print(f"[red]problem[/] {problem}")

@@ -30,15 +30,23 @@ from novaops.client.errors import (
     RequestRefused,
 )
 from novaops.client.models import (
+    AutomationState,
+    Check,
     ClusterStatus,
+    Event,
     Leader,
     Node,
     NodeFailure,
     NodeHealthReport,
+    Quarantine,
+    QuarantineChange,
+    QuarantineHistoryItem,
+    RecoveryStepView,
     Vm,
+    VmStatsView,
 )
 from novaops.client.tls import probe_tls, secure_channel
-from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
+from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc, executor_pb2
 
 Response = TypeVar("Response")
 _END = object()
@@ -116,6 +124,7 @@ class NovaopsClient:
         order = targets[self._preferred :] + targets[: self._preferred]
         failures: list[str] = []
         tls_failure: str | None = None
+        not_leader: str | None = None
         for target in order:
             try:
                 result = invoke(self._channel(target), self.config.timeout_seconds)
@@ -128,9 +137,16 @@ class NovaopsClient:
                         tls_failure = describe_tls_failure(target, details)
                     failures.append(f"{target}: {code.name.lower()}")
                     continue
+                if code == grpc.StatusCode.FAILED_PRECONDITION and "not the leader" in details:
+                    # Mutations go to the leader: try the next replica.
+                    failures.append(f"{target}: not the leader")
+                    not_leader = details
+                    continue
                 raise self._translate(code, details) from None
             self._preferred = targets.index(target)
             return result
+        if not_leader is not None:
+            raise RequestRefused(not_leader)
         if tls_failure is not None:
             raise AuthenticationFailed(tls_failure)
         for target in order:
@@ -151,7 +167,9 @@ class NovaopsClient:
             return InvalidRequest(details or code.name)
         return NovaopsError(f"controller error {code.name}: {details}")
 
-    def _stream(self, stub_type: Any, method: str, request: Any, timeout: float) -> Iterator[Any]:
+    def _stream(
+        self, stub_type: Any, method: str, request: Any, timeout: float | None
+    ) -> Iterator[Any]:
         """Iterate a server stream; fail over to the next controller only before the
         first message (after that, a broken stream is an error, not a silent retry)."""
 
@@ -241,7 +259,7 @@ class NovaopsClient:
             if item.HasField("error"):
                 yield NodeFailure.from_proto(item.error)
             else:
-                yield NodeHealthReport.from_proto(item.health)
+                yield NodeHealthReport.from_proto(item.health, item.recovery)
 
     def list_vms(
         self, nodes: Iterable[str] | None = None, *, per_node_ms: int = 0, overall_ms: int = 0
@@ -264,3 +282,204 @@ class NovaopsClient:
                 yield NodeFailure(item.node, "failed", f"libvirt: {item.inventory.libvirt_error}")
             else:
                 yield [Vm.from_proto(item.node, d) for d in item.inventory.domains]
+
+    # -- diagnostics -------------------------------------------------------------------
+
+    def diagnose(
+        self,
+        *,
+        vm: str = "",
+        container: str = "",
+        network: str = "",
+        host: bool = False,
+        nodes: Iterable[str] | None = None,
+        all_nodes: bool = False,
+        per_node_ms: int = 0,
+        overall_ms: int = 0,
+    ) -> Iterator[Check | NodeFailure]:
+        """Diagnostic check results as nodes produce them (exactly one target).
+
+        For a VM without nodes, the controller finds the node(s) hosting it.
+        """
+        chosen = [bool(vm), bool(container), bool(network), host]
+        if sum(chosen) != 1:
+            raise InvalidRequest("diagnose exactly one of vm, container, network or host")
+        inner = executor_pb2.DiagnoseRequest()
+        if vm:
+            inner.vm = vm
+        elif container:
+            inner.container = container
+        elif network:
+            inner.network = network
+        else:
+            inner.host = True
+        names = list(nodes or [])
+        request = controller_pb2.FleetDiagnoseRequest(
+            selector=common_pb2.NodeSelector(all=all_nodes, nodes=names),
+            deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
+            diagnose=inner,
+        )
+        timeout = self._stream_timeout(overall_ms)
+        for item in self._stream(
+            controller_pb2_grpc.FleetServiceStub, "Diagnose", request, timeout
+        ):
+            if item.HasField("error"):
+                yield NodeFailure.from_proto(item.error)
+            else:
+                yield Check.from_proto(item.check)
+
+    def vm_stats(self, vm: str, node: str = "") -> VmStatsView:
+        """libvirt counters of one VM (the controller finds its node when not given)."""
+        response = self._unary(
+            controller_pb2_grpc.FleetServiceStub,
+            "GetVmStats",
+            controller_pb2.FleetVmStatsRequest(vm=vm, node=node),
+        )
+        return VmStatsView.from_proto(response)
+
+    # -- recovery and quarantine -----------------------------------------------------
+
+    def recover(
+        self,
+        action: str,
+        nodes: Iterable[str] | None = None,
+        *,
+        all_nodes: bool = False,
+        target: str = "",
+        dry_run: bool = False,
+        grace_seconds: float = 0.0,
+        per_node_ms: int = 0,
+        overall_ms: int = 0,
+    ) -> Iterator[RecoveryStepView | NodeFailure]:
+        """Run (or plan) one catalogue action on nodes; steps stream as they happen."""
+        inner = executor_pb2.RecoverRequest(action=action, target=target, dry_run=dry_run)
+        if grace_seconds:
+            inner.grace.FromMilliseconds(int(grace_seconds * 1000))
+        request = controller_pb2.FleetRecoverRequest(
+            selector=common_pb2.NodeSelector(all=all_nodes, nodes=list(nodes or [])),
+            deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
+            recover=inner,
+        )
+        timeout = self._stream_timeout(overall_ms)
+        for item in self._stream(controller_pb2_grpc.FleetServiceStub, "Recover", request, timeout):
+            if item.HasField("error"):
+                yield NodeFailure.from_proto(item.error)
+            else:
+                yield RecoveryStepView.from_proto(item.step)
+
+    def quarantine(self, node: str, reason: str, *, dry_run: bool = False) -> QuarantineChange:
+        """Quarantine a node (idempotent; audited with our certificate's name)."""
+        response = self._unary(
+            controller_pb2_grpc.QuarantineServiceStub,
+            "Quarantine",
+            controller_pb2.QuarantineRequest(node=node, reason=reason, dry_run=dry_run),
+        )
+        return QuarantineChange.from_proto(node, response)
+
+    def unquarantine(
+        self, node: str, reason: str, *, force: bool = False, dry_run: bool = False
+    ) -> QuarantineChange:
+        """Lift a quarantine; refused while verify-clean fails unless force."""
+        response = self._unary(
+            controller_pb2_grpc.QuarantineServiceStub,
+            "Unquarantine",
+            controller_pb2.UnquarantineRequest(
+                node=node, reason=reason, force=force, dry_run=dry_run
+            ),
+        )
+        return QuarantineChange.from_proto(node, response)
+
+    def list_quarantines(self) -> list[Quarantine]:
+        response = self._unary(
+            controller_pb2_grpc.QuarantineServiceStub,
+            "ListQuarantines",
+            controller_pb2.ListQuarantinesRequest(),
+        )
+        return sorted((Quarantine.from_proto(r) for r in response.records), key=lambda q: q.node)
+
+    def quarantine_history(self, node: str = "", limit: int = 0) -> list[QuarantineHistoryItem]:
+        response = self._unary(
+            controller_pb2_grpc.QuarantineServiceStub,
+            "GetQuarantineHistory",
+            controller_pb2.GetQuarantineHistoryRequest(node=node, limit=limit),
+        )
+        return [QuarantineHistoryItem.from_proto(e) for e in response.entries]
+
+    # -- automation, events, leadership ----------------------------------------------
+
+    def automation_status(self) -> AutomationState:
+        response = self._unary(
+            controller_pb2_grpc.AutomationServiceStub,
+            "GetAutomationStatus",
+            controller_pb2.GetAutomationStatusRequest(),
+        )
+        return AutomationState.from_proto(response)
+
+    def automation_command(self, command: str, reason: str = "") -> AutomationState:
+        """pause | resume | reset-breaker (admin; the leader carries it out)."""
+        methods = {
+            "pause": ("PauseAutomation", controller_pb2.PauseAutomationRequest(reason=reason)),
+            "resume": ("ResumeAutomation", controller_pb2.ResumeAutomationRequest(reason=reason)),
+            "reset-breaker": ("ResetBreaker", controller_pb2.ResetBreakerRequest(reason=reason)),
+        }
+        if command not in methods:
+            raise InvalidRequest(f"automation {command!r}: expected pause, resume or reset-breaker")
+        method, request = methods[command]
+        response = self._unary(controller_pb2_grpc.AutomationServiceStub, method, request)
+        return AutomationState.from_proto(response)
+
+    def events(
+        self, *, follow: bool = False, after_id: str = "", kinds: Iterable[str] = ()
+    ) -> Iterator[Event]:
+        """Cluster events after after_id (the retained backlog when empty); with follow,
+        keeps yielding new ones until the caller stops iterating."""
+        request = controller_pb2.WatchEventsRequest(
+            follow=follow, after_id=after_id, kinds=list(kinds)
+        )
+        # A followed stream has no deadline: it lasts as long as the caller reads.
+        timeout = None if follow else self.config.timeout_seconds
+        stream = self._stream(
+            controller_pb2_grpc.ClusterServiceStub, "WatchEvents", request, timeout
+        )
+        for item in stream:
+            yield Event.from_proto(item)
+
+    def transfer_leadership(self, *, reason: str = "", dry_run: bool = False) -> str:
+        """Ask the leader to resign so another replica takes over; returns what happened."""
+        response = self._unary(
+            controller_pb2_grpc.ClusterServiceStub,
+            "TransferLeadership",
+            controller_pb2.TransferLeadershipRequest(reason=reason, dry_run=dry_run),
+        )
+        return str(response.message)
+
+    # -- support bundles -------------------------------------------------------------
+
+    def collect_bundle(
+        self,
+        nodes: Iterable[str] | None = None,
+        *,
+        include: Iterable[str] = (),
+        scrub: bool = False,
+        since_seconds: int = 0,
+        return_map: bool = False,
+        request_id: str = "",
+        per_node_ms: int = 0,
+        overall_ms: int = 0,
+    ) -> Iterator[Any]:
+        """The raw FleetBundleChunk stream; feed it to novaops.client.bundle.BundleWriter."""
+        inner = executor_pb2.CollectBundleRequest(
+            include=list(include), scrub=scrub, return_map=return_map, request_id=request_id
+        )
+        if since_seconds:
+            inner.since.FromSeconds(since_seconds)
+        names = list(nodes or [])
+        request = controller_pb2.FleetBundleRequest(
+            selector=common_pb2.NodeSelector(all=not names, nodes=names),
+            deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
+            bundle=inner,
+        )
+        timeout = max(self._stream_timeout(overall_ms), 20 * 60.0)
+        yield from self._stream(
+            controller_pb2_grpc.FleetServiceStub, "CollectBundle", request, timeout
+        )

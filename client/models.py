@@ -466,3 +466,56 @@ class RecoveryStepView:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class VmStatsView:
+    """libvirt counters of one VM."""
+
+    node: str
+    vm: str
+    cpu_time_ns: int
+    memory_kib: int
+    rss_kib: int
+    block: list[dict[str, Any]]
+    interfaces: list[dict[str, Any]]
+    observed_at: str | None
+
+    @staticmethod
+    def from_proto(stats: Any) -> VmStatsView:
+        return VmStatsView(
+            node=stats.node,
+            vm=stats.vm,
+            cpu_time_ns=stats.cpu_time_ns,
+            memory_kib=stats.memory_kib,
+            rss_kib=stats.rss_kib,
+            block=[
+                {
+                    "device": b.device,
+                    "read_bytes": b.read_bytes,
+                    "write_bytes": b.write_bytes,
+                    "read_requests": b.read_requests,
+                    "write_requests": b.write_requests,
+                    "errors": b.errors,
+                }
+                for b in stats.block
+            ],
+            interfaces=[
+                {
+                    "device": i.device,
+                    "rx_bytes": i.rx_bytes,
+                    "tx_bytes": i.tx_bytes,
+                    "rx_packets": i.rx_packets,
+                    "tx_packets": i.tx_packets,
+                    "rx_errors": i.rx_errors,
+                    "tx_errors": i.tx_errors,
+                    "rx_drops": i.rx_drops,
+                    "tx_drops": i.tx_drops,
+                }
+                for i in stats.interfaces
+            ],
+            observed_at=_iso(stats.observed_at, stats.HasField("observed_at")),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)

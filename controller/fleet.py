@@ -3,28 +3,39 @@
 from __future__ import annotations
 
 import logging
+import os
+import uuid
 from collections.abc import AsyncIterator
 from typing import TypeVar
 
 import grpc
 
 from novaops.client.tls import AioContext
-from novaops.controller.auth import require, unimplemented
+from novaops.controller.auth import require
 from novaops.controller.automation import FAILING, recover_actions
 from novaops.controller.context import (
-    ISSUE_BUNDLES,
-    ISSUE_DIAGNOSTICS,
     ControllerContext,
     store_call_failed,
 )
 from novaops.controller.executors import select_targets
-from novaops.controller.fanout import FanoutTarget, NodeCall, NodeOutcome, fan_out, first_result
+from novaops.controller.fanout import (
+    FanoutTarget,
+    NodeCall,
+    NodeOutcome,
+    error_from_rpc,
+    fan_out,
+    first_result,
+)
+from novaops.controller.metrics import BUNDLES_GENERATED
 from novaops.controller.store.base import StoreError
 from novaops.pki.identity import Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc, executor_pb2
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+BUNDLE_NODE_DEADLINE_MS = 10 * 60 * 1000
+BUNDLE_OVERALL_DEADLINE_MS = 15 * 60 * 1000
 
 
 class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
@@ -158,12 +169,62 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
 
     # -- diagnostics and inventory -------------------------------------------------
 
+    async def _locate_vm(self, context: AioContext, vm: str, per_node: float) -> list[str]:
+        """Nodes whose inventory lists the domain (asked of every up node)."""
+        try:
+            records = await self.ctx.store.list_nodes()
+        except StoreError as exc:
+            await store_call_failed(context, exc)
+        inner = executor_pb2.GetInventoryRequest()
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[common_pb2.Inventory]:
+            stub = self.ctx.executors.stub(target.address)
+            return first_result(stub.GetInventory(inner, timeout=timeout))
+
+        targets = [FanoutTarget(r.name, r.address, r.up) for r in records]
+        hosts = []
+        async for outcome in fan_out(targets, call, per_node=per_node, overall=per_node + 1):
+            if outcome.result is not None and any(d.name == vm for d in outcome.result.domains):
+                hosts.append(outcome.node)
+        return sorted(hosts)
+
     async def Diagnose(
         self, request: controller_pb2.FleetDiagnoseRequest, context: AioContext
     ) -> AsyncIterator[controller_pb2.DiagnoseResult]:
         await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
-        await unimplemented(context, "cluster diagnostics (diag ...)", ISSUE_DIAGNOSTICS)
-        yield controller_pb2.DiagnoseResult()  # pragma: no cover
+        target = request.diagnose.WhichOneof("target")
+        if target is None:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "say what to diagnose: vm, container, network or host",
+            )
+        selector = request.selector
+        if target == "vm" and not selector.all and not selector.nodes:
+            per_node = (request.deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
+            hosts = await self._locate_vm(context, request.diagnose.vm, per_node)
+            if not hosts:
+                await context.abort(
+                    grpc.StatusCode.NOT_FOUND,
+                    f"no up node lists a domain named {request.diagnose.vm!r}; "
+                    "name the node with --node",
+                )
+            selector = common_pb2.NodeSelector(nodes=hosts)
+        elif not selector.all and not selector.nodes:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "name the nodes (--node NAME) or --all"
+            )
+        inner = request.diagnose
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[common_pb2.CheckResult]:
+            stream: AsyncIterator[common_pb2.CheckResult]
+            stream = self.ctx.executors.stub(target.address).Diagnose(inner, timeout=timeout)
+            return stream
+
+        async for outcome in self._fan_out(context, selector, request.deadlines, call):
+            if outcome.error is not None:
+                yield controller_pb2.DiagnoseResult(error=outcome.error)
+            elif outcome.result is not None:
+                yield controller_pb2.DiagnoseResult(check=outcome.result)
 
     async def ListVms(
         self, request: controller_pb2.FleetInventoryRequest, context: AioContext
@@ -185,15 +246,90 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         self, request: controller_pb2.FleetVmStatsRequest, context: AioContext
     ) -> executor_pb2.VmStats:
         await require(context, Role.VIEWER, insecure=self.ctx.insecure)
-        await unimplemented(context, "vm stats", ISSUE_DIAGNOSTICS)
-        raise AssertionError("unreachable")
+        if not request.vm:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a VM name is required")
+        per_node = (request.deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
+        hosts = (
+            [request.node] if request.node else await self._locate_vm(context, request.vm, per_node)
+        )
+        if not hosts:
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no up node lists a domain named {request.vm!r}"
+            )
+        if len(hosts) > 1:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{request.vm!r} is defined on {', '.join(hosts)}; name one with --node",
+            )
+        try:
+            record = await self.ctx.store.get_node(hosts[0])
+        except StoreError as exc:
+            await store_call_failed(context, exc)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {hosts[0]!r}")
+            raise AssertionError("unreachable")
+        try:
+            stats: executor_pb2.VmStats = await self.ctx.executors.stub(record.address).GetVmStats(
+                executor_pb2.GetVmStatsRequest(vm=request.vm), timeout=per_node
+            )
+        except grpc.RpcError as exc:
+            error = error_from_rpc(record.name, exc)
+            code = (
+                grpc.StatusCode.NOT_FOUND
+                if exc.code() == grpc.StatusCode.NOT_FOUND
+                else (grpc.StatusCode.UNAVAILABLE)
+            )
+            await context.abort(code, error.message)
+            raise AssertionError("unreachable") from None
+        return stats
 
     async def CollectBundle(
         self, request: controller_pb2.FleetBundleRequest, context: AioContext
     ) -> AsyncIterator[controller_pb2.FleetBundleChunk]:
-        await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
-        await unimplemented(context, "support bundles", ISSUE_BUNDLES)
-        yield controller_pb2.FleetBundleChunk()  # pragma: no cover
+        identity = await require(context, Role.OPERATOR, insecure=self.ctx.insecure)
+        inner = executor_pb2.CollectBundleRequest()
+        inner.CopyFrom(request.bundle)
+        # One secret per bundle keys the pseudonyms, so a value maps the same on
+        # every node of this bundle and differently in any other. Never stored.
+        inner.scrub_key = os.urandom(32)
+        inner.request_id = inner.request_id or uuid.uuid4().hex
+        log.info(
+            "bundle %s requested by %s:%s (scrub=%s)",
+            inner.request_id,
+            identity.role.value,
+            identity.name,
+            inner.scrub,
+        )
+        ok: set[str] = set()
+        failed: set[str] = set()
+
+        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[executor_pb2.BundleChunk]:
+            stream: AsyncIterator[executor_pb2.BundleChunk]
+            stream = self.ctx.executors.stub(target.address).CollectBundle(inner, timeout=timeout)
+            return stream
+
+        # Bundles take long: the per-node deadline bounds a node's whole stream.
+        deadlines = common_pb2.FanoutDeadlines(
+            per_node_ms=request.deadlines.per_node_ms or BUNDLE_NODE_DEADLINE_MS,
+            overall_ms=request.deadlines.overall_ms or BUNDLE_OVERALL_DEADLINE_MS,
+        )
+        async for outcome in self._fan_out(context, request.selector, deadlines, call):
+            if outcome.error is not None:
+                failed.add(outcome.node)
+                yield controller_pb2.FleetBundleChunk(error=outcome.error)
+            elif outcome.result is not None:
+                if outcome.result.HasField("trailer"):
+                    ok.add(outcome.node)
+                yield controller_pb2.FleetBundleChunk(chunk=outcome.result)
+        outcome_label = "success" if not failed else ("partial" if ok else "failure")
+        BUNDLES_GENERATED.labels(outcome_label).inc()
+        await self.ctx.events.emit(
+            "bundle",
+            "",
+            f"support bundle {inner.request_id} by {identity.role.value}:{identity.name}: "
+            f"{len(ok)} node(s) ok, {len(failed)} failed",
+            attributes={"request_id": inner.request_id, "outcome": outcome_label},
+        )
 
 
 async def _wrap_health(

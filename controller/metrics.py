@@ -103,3 +103,9 @@ NODE_UP = Gauge(
 IS_LEADER = Gauge(
     "novaops_controller_is_leader", "1 while this controller replica holds the leader lease."
 )
+
+BUNDLES_GENERATED = Counter(
+    "novaops_support_bundle_generated_total",
+    "Support bundles collected through this controller, by outcome (success|partial|failure).",
+    ["outcome"],
+)
