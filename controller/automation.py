@@ -26,6 +26,7 @@ import grpc
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
 from novaops.controller.fanout import FanoutTarget, fan_out, first_result
+from novaops.controller.metrics import AUTOMATION_PAUSED, BREAKER_TRIPPED
 from novaops.controller.policy import (
     Action,
     EmitEvent,
@@ -143,6 +144,8 @@ class Automation:
             record.ParseFromString(payload)
             auto += record.source == common_pb2.QUARANTINE_SOURCE_AUTO
         paused = bool(data.get("paused", False))
+        BREAKER_TRIPPED.set(1 if data.get("breaker_tripped") else 0)
+        AUTOMATION_PAUSED.set(1 if paused else 0)
         return controller_pb2.AutomationStatus(
             running=self.config.enabled and not paused and leader is not None,
             paused=paused,
@@ -175,6 +178,8 @@ class Automation:
                         await self._load_settings()
                         self._loaded_for = term.record.revision
                     await self.poll_once()
+                    BREAKER_TRIPPED.set(1 if self.policy.state.breaker_tripped else 0)
+                    AUTOMATION_PAUSED.set(1 if self.policy.state.paused else 0)
                 except StoreError as exc:
                     log.warning("automation: store unavailable: %s", exc)
                 except NotLeader:

@@ -109,3 +109,15 @@ BUNDLES_GENERATED = Counter(
     "Support bundles collected through this controller, by outcome (success|partial|failure).",
     ["outcome"],
 )
+
+WORKER_HEALTH = Gauge(
+    "novaops_worker_health",
+    "Registered nodes by health: healthy, unhealthy (failing checks or down), quarantined.",
+    ["status"],
+)
+QUARANTINED_NODES = Gauge("novaops_quarantined_nodes", "Nodes with a quarantine record.")
+BREAKER_TRIPPED = Gauge(
+    "novaops_automation_breaker_tripped",
+    "1 while the automation's circuit breaker is tripped (automatic quarantines stopped).",
+)
+AUTOMATION_PAUSED = Gauge("novaops_automation_paused", "1 while an operator paused automation.")

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from novaops.controller.events import EventLog
-from novaops.controller.metrics import IS_LEADER, NODE_UP
-from novaops.controller.store.base import Store, StoreError
+from novaops.controller.metrics import IS_LEADER, NODE_UP, QUARANTINED_NODES, WORKER_HEALTH
+from novaops.controller.store.base import NodeRecord, Store, StoreError
+from novaops.v1 import common_pb2
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,25 @@ def liveness_transitions(
     return changes
 
 
+def health_counts(records: list[NodeRecord], quarantined: set[str]) -> dict[str, int]:
+    """Nodes per novaops_worker_health status; a down node counts as unhealthy."""
+    counts = {"healthy": 0, "unhealthy": 0, "quarantined": 0}
+    for record in records:
+        if record.name in quarantined:
+            counts["quarantined"] += 1
+        elif record.up and record.health == common_pb2.HEALTH_STATUS_HEALTHY:
+            counts["healthy"] += 1
+        else:
+            counts["unhealthy"] += 1
+    return counts
+
+
+def export_health(records: list[NodeRecord], quarantined: set[str]) -> None:
+    for status, count in health_counts(records, quarantined).items():
+        WORKER_HEALTH.labels(status).set(count)
+    QUARANTINED_NODES.set(len(quarantined))
+
+
 async def watch_registry(
     store: Store,
     interval: float,
@@ -53,7 +73,9 @@ async def watch_registry(
     previous: dict[str, bool] = {}
     while not stop.is_set():
         try:
-            current = {n.name: n.up for n in await store.list_nodes()}
+            records = await store.list_nodes()
+            quarantined = set(await store.get_quarantines())
+            current = {n.name: n.up for n in records}
         except StoreError as exc:
             log.warning("registry watch: store unavailable: %s", exc)
         else:
@@ -77,6 +99,7 @@ async def watch_registry(
             for node, up in current.items():
                 NODE_UP.labels(node).set(1 if up else 0)
             previous = current
+            export_health(records, quarantined)
         IS_LEADER.set(1 if is_leader() else 0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)
