@@ -24,6 +24,7 @@ import pytest
 
 from novaops.client.config import TLSFiles
 from novaops.client.tls import server_credentials
+from novaops.executor.checks.domains import LibvirtDomainSource
 from novaops.executor.config import ExecutorConfig
 from novaops.executor.libvirt_access import LibvirtConnection
 from novaops.executor.main import Executor
@@ -197,7 +198,7 @@ async def start_executor(tmp_path: Path, pki: Pki) -> AsyncIterator[StartExecuto
             controllers=controllers or [f"127.0.0.1:{free_port()}"],
         )
         config = dataclasses.replace(ExecutorConfig.load(path), listen="127.0.0.1:0")
-        executor = Executor(config, LibvirtConnection(libvirt_uri, call_timeout=libvirt_timeout))
+        executor = Executor(config, LibvirtDomainSource(libvirt_uri, call_timeout=libvirt_timeout))
         started.append(executor)
         await executor.start()
         return executor
@@ -279,7 +280,7 @@ async def test_health_and_inventory_for_a_controller(
     assert list(health.facts.virt_flags) == ["vmx"]
     assert health.facts.cgroup_backend == "v2"
     assert health.facts.cpu_count == 2
-    assert [c.check_id for c in health.checks] == ["host.libvirt"]
+    assert {"host.libvirt", "host.cgroup", "host.orphans"} <= {c.check_id for c in health.checks}
     assert health.checks[0].status == common_pb2.CHECK_STATUS_OK
 
     inventory = await client.GetInventory(executor_pb2.GetInventoryRequest(), timeout=CALL_TIMEOUT)
@@ -298,14 +299,30 @@ async def test_health_and_inventory_for_a_controller(
     assert missing.value.details() == "no domain named 'nope' on node node-1"
 
 
-async def test_quarantine_flag_file_makes_the_node_quarantined(
+async def test_applied_quarantine_is_reported_and_survives_a_restart(
     node_xml: Path, pki: Pki, start_executor: StartExecutor, channels: Channels
 ) -> None:
     executor = await start_executor(f"test://{node_xml}")
-    (executor.config.state_dir / QUARANTINE_FLAG_FILE).write_text("")
     client = stub(channels, executor, pki.controller)
+    applied = await client.ApplyQuarantine(
+        executor_pb2.ApplyQuarantineRequest(
+            quarantined=True,
+            reason="disk errors",
+            actor="operator:alice",
+            source=common_pb2.QUARANTINE_SOURCE_MANUAL,
+            fence_revision=3,
+        ),
+        timeout=CALL_TIMEOUT,
+    )
+    assert applied.quarantined and applied.changed
     health = await client.GetHealth(executor_pb2.GetHealthRequest(), timeout=CALL_TIMEOUT)
     assert health.status == common_pb2.HEALTH_STATUS_QUARANTINED and health.quarantined
+    # The flag file other tools read is kept in step with the persisted state.
+    assert (executor.config.state_dir / QUARANTINE_FLAG_FILE).exists()
+    # A restarted executor on the same state dir still knows.
+    restarted = Executor(executor.config, LibvirtDomainSource(f"test://{node_xml}"))
+    assert restarted.ctx.quarantined()
+    await restarted.libvirt.close()
 
 
 ALL_RPCS: list[tuple[str, object]] = [
@@ -361,25 +378,32 @@ async def test_a_certificate_from_another_ca_fails_the_handshake(
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
-async def test_unimplemented_rpcs_name_their_feature(
+async def test_feature_rpcs_answer_a_controller(
     node_xml: Path, pki: Pki, start_executor: StartExecutor, channels: Channels
 ) -> None:
     executor = await start_executor(f"test://{node_xml}")
     client = stub(channels, executor, pki.controller)
-    expected = {
-        "Diagnose": "diagnostics are not built yet (issue #3)",
-        "CollectBundle": "support bundles are not built yet (issue #4)",
-        "Recover": "recovery actions are not built yet (issue #5)",
-        "VerifyClean": "clean-baseline checks (verify-clean) are not built yet (issue #5)",
-        "ApplyQuarantine": "recovery/quarantine actions are not built yet (issue #5)",
-    }
-    for rpc, request in ALL_RPCS:
-        if rpc not in expected:
-            continue
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await call(client, rpc, request)
-        assert refused.value.code() == grpc.StatusCode.UNIMPLEMENTED, rpc
-        assert refused.value.details() == expected[rpc]
+    checks = [c async for c in client.Diagnose(executor_pb2.DiagnoseRequest(host=True), timeout=30)]
+    assert {c.check_id for c in checks} >= {"host.libvirt", "host.orphans", "host.locks"}
+    assert all(c.node == executor.config.node and c.event_id for c in checks)
+    steps = [
+        s
+        async for s in client.Recover(
+            executor_pb2.RecoverRequest(action="reconnect-libvirt", dry_run=True), timeout=30
+        )
+    ]
+    assert steps and all(s.outcome == "planned" for s in steps)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        async for _ in client.Recover(executor_pb2.RecoverRequest(action="rm -rf /"), timeout=30):
+            pass
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    clean = await client.VerifyClean(executor_pb2.VerifyCleanRequest(), timeout=30)
+    assert clean.node == executor.config.node and clean.checks
+    parts = [
+        chunk.WhichOneof("part")
+        async for chunk in client.CollectBundle(executor_pb2.CollectBundleRequest(), timeout=60)
+    ]
+    assert parts[0] == "header" and parts[-1] == "trailer" and "data" in parts
 
 
 async def test_unreachable_libvirt_is_reported_not_crashed(

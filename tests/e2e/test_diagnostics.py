@@ -1,0 +1,111 @@
+"""Issue #3 end to end: diagnostics fan out to 5 real executors with per-node deadlines."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from novaops.client.api import NovaopsClient
+from novaops.client.models import Check, NodeFailure
+
+from .conftest import DevCluster, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+NODES = [f"node-{i}" for i in range(1, 6)]
+
+
+@pytest.fixture(scope="module")
+def five(cluster_factory: Callable[..., DevCluster]) -> DevCluster:
+    cluster = cluster_factory(5)
+    wait_for(lambda: sum(n["state"] == "up" for n in cluster.json("node", "list")) == 5, 30, "5 up")
+    return cluster
+
+
+def test_diag_host_all_returns_results_for_all_five(five: DevCluster) -> None:
+    result = five.cli("diag", "host", "--all", "--output", "json")
+    assert result.returncode in (0, 1), result.stderr
+    checks = json.loads(result.stdout)
+    assert {c["node"] for c in checks} == set(NODES)
+    for node in NODES:
+        ids = {c["check_id"] for c in checks if c["node"] == node}
+        assert {"host.kernel", "host.libvirt", "host.orphans", "host.locks"} <= ids
+    failing = [c for c in checks if c["status"] in ("fail", "error")]
+    assert all(c["remediation"] for c in failing)
+    assert (result.returncode == 1) == bool(failing)
+
+
+def test_diag_vm_finds_its_node_and_the_crash(five: DevCluster) -> None:
+    result = five.cli("diag", "vm", "node-3-db-1", "--output", "json")
+    assert result.returncode == 1, result.stderr
+    checks = json.loads(result.stdout)
+    assert {c["node"] for c in checks} == {"node-3"}
+    domain = next(c for c in checks if c["check_id"] == "vm.domain")
+    assert domain["status"] == "fail" and "crashed" in domain["summary"]
+    commands = [r["command"] for r in domain["remediation"]]
+    assert "novaops recover restart-domain --node node-3 --target node-3-db-1" in commands
+
+
+def test_table_output_ends_with_a_summary_line(five: DevCluster) -> None:
+    result = five.cli("diag", "vm", "node-1-cache-1")
+    assert result.returncode == 1
+    last = result.stdout.strip().splitlines()[-1]
+    assert "ok" in last and "fail" in last
+
+
+def test_a_hung_node_gets_a_deadline_error_while_others_complete(five: DevCluster) -> None:
+    pid = five.pid("node-4")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        start = time.monotonic()
+        result = five.cli("diag", "host", "--all", "--node-timeout", "3", "--output", "json")
+        elapsed = time.monotonic() - start
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    items = json.loads(result.stdout)
+    errors = [i for i in items if "error" in i]
+    assert [e["node"] for e in errors] == ["node-4"]
+    assert errors[0]["error"]["kind"] == "deadline_exceeded"
+    assert {i["node"] for i in items if "check_id" in i} == set(NODES) - {"node-4"}
+    assert elapsed < 3 + 6  # the deadline plus process start-up, never the hung node's pace
+    assert result.returncode in (1, 3)
+
+
+def test_an_executor_killed_mid_fan_out_is_an_explicit_error(five: DevCluster) -> None:
+    victim = five.pid("node-5")
+    # Stopped first, so the kill lands while its call is certainly in flight.
+    os.kill(victim, signal.SIGSTOP)
+    killer = threading.Timer(0.5, os.kill, (victim, signal.SIGKILL))
+    with NovaopsClient.from_config_file(five.config) as client:
+        killer.start()
+        start = time.monotonic()
+        try:
+            results = list(client.diagnose(host=True, all_nodes=True, per_node_ms=8000))
+        finally:
+            killer.cancel()
+        elapsed = time.monotonic() - start
+    failures = [r for r in results if isinstance(r, NodeFailure)]
+    checks = [r for r in results if isinstance(r, Check)]
+    assert [f.node for f in failures] == ["node-5"]
+    assert failures[0].kind in ("unreachable", "failed")
+    assert elapsed < 8  # the dead node's error came before its deadline
+    assert not any(c.node == "node-5" for c in checks)
+    for node in set(NODES) - {"node-5"}:
+        assert any(c.node == node and c.check_id == "host.kernel" for c in checks)
+    # Later fan-outs report it at once as down, without trying it.
+    wait_for(
+        lambda: any(
+            n["name"] == "node-5" and n["state"] == "down" for n in five.json("node", "list")
+        ),
+        15,
+        "node-5 down",
+    )
+    with NovaopsClient.from_config_file(five.config) as client:
+        after = list(client.diagnose(host=True, all_nodes=True))
+    down = [r for r in after if isinstance(r, NodeFailure)]
+    assert [(f.node, f.kind) for f in down] == [("node-5", "down")]
