@@ -46,9 +46,9 @@ def _attr(msg: Any, name: str) -> Any:
 
 def netlink_links(netns: str | None = None) -> list[LinkInfo]:
     """Every link of a namespace (the current one when netns is None), via pyroute2."""
-    from pyroute2 import IPRoute
+    from novaops.executor.netns import iproute
 
-    with IPRoute(netns=netns) if netns else IPRoute() as ipr:
+    with iproute(netns) as ipr:
         raw = list(ipr.get_links())
     names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in raw}
     links = []

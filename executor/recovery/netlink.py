@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from novaops.executor.netns import iproute
+
 NETNS_RUN_DIR = Path("/run/netns")
 _IFF_UP = 0x1
 
@@ -61,7 +63,8 @@ class NetlinkLinks:
         if self.netns is not None:
             if not (NETNS_RUN_DIR / self.netns).exists():
                 raise NetlinkUnavailable(f"network namespace {self.netns!r} does not exist")
-            ipr = IPRoute(netns=self.netns, flags=0)
+            # Not IPRoute(netns=...): that forks, which gRPC's threads make unsafe.
+            ipr = iproute(self.netns)
         else:
             ipr = IPRoute()
         try:
