@@ -37,6 +37,22 @@ def _fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+def _setting(item: str) -> tuple[str, str | int | float | bool]:
+    """KEY=VALUE with VALUE as a TOML-ish scalar (int, float, true/false, else text)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        _fail(f"--automation {item!r}: expected KEY=VALUE, like poll_interval_ms=1000")
+    lowered = raw.strip().lower()
+    if lowered in ("true", "false"):
+        return key.strip(), lowered == "true"
+    for kind in (int, float):
+        try:
+            return key.strip(), kind(raw)
+        except ValueError:
+            continue
+    return key.strip(), raw
+
+
 def _process_json(proc: Any) -> dict[str, Any]:
     return {
         "role": str(proc.role.value),

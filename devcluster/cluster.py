@@ -1,11 +1,13 @@
 """``novaops dev up|status|down``: a local simulated cluster of real processes.
 
 ``up`` writes a dev CA and certificates, simulated nodes, per-process configs and
-``client.toml`` under a state folder, starts a controller and one executor per
-node detached in their own sessions, records them in ``cluster.json`` and
-returns once every process accepts TCP connections. It does not wait for
-executors to register; poll ``node list`` for that. ``down`` stops everything
-recorded, in order, and leaves no process behind.
+``client.toml`` under a state folder, makes each node's host side real (stand-in
+QEMU processes, faults, network namespace, container: simhost.py), starts a
+controller and one executor per node detached in their own sessions, records
+them all in ``cluster.json`` and returns once every daemon accepts TCP
+connections. It does not wait for executors to register; poll ``node list`` for
+that. ``down`` stops everything recorded, in order, deletes the namespaces and
+leaves no process behind.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
@@ -25,6 +27,7 @@ from typing import Literal
 import psutil
 
 from novaops.devcluster import layout as cfg
+from novaops.devcluster import simhost
 from novaops.devcluster.errors import (
     ClusterRunningError,
     DevClusterError,
@@ -32,7 +35,7 @@ from novaops.devcluster.errors import (
     ProcessStartError,
     UnknownProcessError,
 )
-from novaops.devcluster.layout import ADMIN_USER, CONTROLLER_NAME, Layout, node_names
+from novaops.devcluster.layout import ADMIN_USER, CONTROLLER_NAME, Layout, TomlValue, node_names
 from novaops.devcluster.ports import LOOPBACK, pick_ports
 from novaops.devcluster.processes import (
     ProcessStatus,
@@ -45,8 +48,15 @@ from novaops.devcluster.processes import (
     stop_group,
     wait_listening,
 )
-from novaops.devcluster.simnode import plan_node, write_sim_node
+from novaops.devcluster.simnode import (
+    SimHostPlan,
+    SimNodePaths,
+    plan_host,
+    plan_node,
+    write_sim_node,
+)
 from novaops.devcluster.state import (
+    CLUSTER_ROLES,
     STOP_ORDER,
     ClusterRecord,
     ClusterStatus,
@@ -67,13 +77,16 @@ _etcd_launchers: list[object] = []  # EtcdCluster objects; see _start_etcd
 
 @dataclass(frozen=True)
 class ClusterState:
-    """What ``up`` started: the client config to use and every process."""
+    """What ``up`` started: the client config to use, the daemons (``processes``) and
+    the simulated hosts' stand-in QEMU and container processes and namespaces."""
 
     state_dir: Path
     client_config: Path
     store: StoreKind
     controller_address: str
     processes: tuple[ProcessStatus, ...]
+    simulated: tuple[ProcessStatus, ...] = ()
+    netns: tuple[str, ...] = ()
 
     @property
     def nodes(self) -> list[str]:
@@ -172,8 +185,16 @@ def up(
     wait_timeout: float = 30.0,
     seed: int = 0,
     python: str = sys.executable,
+    faults: bool = True,
+    automation: bool | Mapping[str, TomlValue] = True,
 ) -> ClusterState:
     """Start a dev cluster of ``nodes`` simulated nodes; see the module docstring.
+
+    ``faults=False`` leaves out the host side (no stand-ins, orphan, stale lock,
+    namespace or container): the libvirt documents alone. Networking and the
+    container need root; without it they are skipped (logged) and the executors
+    run without ``netns``. ``automation=False`` turns the controller's automation
+    off, so faults it would repair by itself (orphans, stale locks) stay.
 
     Raises ClusterRunningError when a cluster recorded in state_dir still runs,
     ProcessStartError (naming the process, with its log tail) when a process
@@ -197,10 +218,16 @@ def up(
     ctl_address = f"{LOOPBACK}:{ports[0]}"
     node_address = {node: f"{LOOPBACK}:{ports[2 + i]}" for i, node in enumerate(names)}
 
+    network, container = _sim_support(faults)
     node_configs: dict[str, Path] = {}
+    hosts: list[tuple[SimHostPlan, SimNodePaths, str | None]] = []
     for index, node in enumerate(names, start=1):
-        paths = write_sim_node(plan_node(node, index, seed), layout.node_dir(node))
+        spec = plan_node(node, index, seed)
+        paths = write_sim_node(spec, layout.node_dir(node))
         (layout.node_dir(node) / "state").mkdir(exist_ok=True)
+        host = plan_host(spec)
+        netns = simhost.netns_name(state_dir, node) if network else None
+        hosts.append((host, paths, netns))
         node_configs[node] = layout.executor_config(node)
         text = cfg.executor_config(
             layout,
@@ -210,6 +237,8 @@ def up(
             libvirt_uri=paths.libvirt_uri,
             host_root=paths.host_root,
             tls=tls[node],
+            netns=netns,
+            tap_prefixes=[host.tap_prefix],
         )
         _write_text(node_configs[node], text)
     _write_text(layout.client_config, cfg.client_config([ctl_address], tls[ADMIN_USER]))
@@ -220,6 +249,9 @@ def up(
     save_cluster(state_dir, record)
     deadline = time.monotonic() + wait_timeout
     try:
+        if faults:
+            for host, paths, netns in hosts:
+                record = _start_sim_host(state_dir, layout, record, host, paths, netns, container)
         etcd_endpoints: list[str] | None = None
         if store == "etcd":
             etcd_endpoints, etcd_records = _start_etcd(layout, wait_timeout)
@@ -234,6 +266,7 @@ def up(
             etcd_endpoints=etcd_endpoints,
             heartbeat_interval_ms=heartbeat_interval_ms,
             missed_heartbeats_limit=missed_heartbeats_limit,
+            automation=automation,
         )
         _write_text(layout.controller_config, ctl_text)
         controller = spawn(
@@ -272,18 +305,79 @@ def up(
 
     record = replace(record, status=ClusterStatus.UP)
     save_cluster(state_dir, record)
-    log.info("dev cluster up in %s: %s", state_dir, ", ".join(p.name for p in record.processes))
+    daemons = [p for p in record.processes if p.role in CLUSTER_ROLES]
+    simulated = [p for p in record.processes if p.role not in CLUSTER_ROLES]
+    log.info(
+        "dev cluster up in %s: %s (+%d simulated process(es))",
+        state_dir,
+        ", ".join(p.name for p in daemons),
+        len(simulated),
+    )
     return ClusterState(
         state_dir=state_dir,
         client_config=layout.client_config,
         store=store,
         controller_address=ctl_address,
-        processes=tuple(ProcessStatus.of(p, True) for p in record.processes),
+        processes=tuple(ProcessStatus.of(p, True) for p in daemons),
+        simulated=tuple(ProcessStatus.of(p, True) for p in simulated),
+        netns=record.netns,
     )
 
 
 def _write_text(path: Path, text: str) -> None:
     write_atomic(path, text.encode())
+
+
+def _sim_support(faults: bool) -> tuple[bool, bool]:
+    """(networking, container) of the simulated hosts: what this process can make."""
+    if not faults:
+        return False, False
+    network_reason = simhost.network_support()
+    if network_reason is not None:
+        log.warning(
+            "simulated networking skipped (%s): no node namespaces, taps or bridge faults; "
+            "executors run without netns",
+            network_reason,
+        )
+    container_reason = simhost.container_support()
+    if container_reason is not None:
+        log.warning("simulated containers skipped (%s)", container_reason)
+    return network_reason is None, container_reason is None
+
+
+def _start_sim_host(
+    state_dir: Path,
+    layout: Layout,
+    record: ClusterRecord,
+    host: SimHostPlan,
+    paths: SimNodePaths,
+    netns: str | None,
+    container: bool,
+) -> ClusterRecord:
+    """One node's host side. Each part is recorded before it is made (namespace) or
+    as soon as it runs (process), so a failure part-way leaves nothing down() misses."""
+    if netns is not None:
+        record = record.with_netns(netns)
+        save_cluster(state_dir, record)
+        simhost.create_network(host, netns)
+    started: list[ProcessRecord] = []
+    try:
+        # Stand-ins run on this interpreter, not up()'s ``python``: a test's fake
+        # daemon executable is no Python interpreter.
+        simhost.start_sim_host(
+            host,
+            paths,
+            log_dir=layout.logs,
+            started=started,
+            netns=netns,
+            container=container,
+            python=sys.executable,
+        )
+    finally:
+        for rec in started:
+            record = record.with_process(rec)
+        save_cluster(state_dir, record)
+    return record
 
 
 # -- status, down, kill ---------------------------------------------------------------------
@@ -297,31 +391,52 @@ def _require_record(state_dir: Path) -> ClusterRecord:
 
 
 def status(state_dir: Path) -> list[ProcessStatus]:
-    """Every recorded process and whether it is running (same pid, same start time,
-    not a zombie). NoClusterError when nothing is recorded."""
+    """Every recorded daemon (etcd, controller, executors) and whether it is running
+    (same pid, same start time, not a zombie). NoClusterError when nothing is
+    recorded. The simulated hosts' processes: :func:`simulated_status`."""
     record = _require_record(state_dir)
-    return [ProcessStatus.of(p, is_running(p)) for p in record.processes]
+    return [ProcessStatus.of(p, is_running(p)) for p in record.processes if p.role in CLUSTER_ROLES]
+
+
+def simulated_status(state_dir: Path) -> list[ProcessStatus]:
+    """The simulated hosts' stand-in QEMU and container processes, and whether each
+    runs (a terminated orphan or a killed stand-in shows as not running)."""
+    record = _require_record(state_dir)
+    return [
+        ProcessStatus.of(p, is_running(p)) for p in record.processes if p.role not in CLUSTER_ROLES
+    ]
 
 
 def _stop_all(state_dir: Path, record: ClusterRecord, timeout: float) -> list[ProcessStatus]:
+    """Stop everything recorded and delete the namespaces; the daemons' outcomes."""
     outcomes: dict[str, StopOutcome] = {}
     for role in STOP_ORDER:
         group = [p for p in record.processes if p.role is role]
         if group:
-            outcomes.update(stop_group(group, timeout))
+            # The simulated workload needs no long grace: it holds no state to save.
+            wait = timeout if role in CLUSTER_ROLES else min(timeout, 2.0)
+            outcomes.update(stop_group(group, wait))
+    for name in record.netns:
+        try:
+            simhost.delete_netns(name)
+        except DevClusterError as exc:
+            log.error("network namespace %s: %s", name, exc)
     record = replace(record, status=ClusterStatus.DOWN, stopped_at=time.time())
     save_cluster(state_dir, record)
     return [
         ProcessStatus.of(p, outcomes[p.name] is StopOutcome.SURVIVED, outcomes[p.name])
         for p in record.processes
+        if p.role in CLUSTER_ROLES
     ]
 
 
 def down(state_dir: Path, timeout: float = 10.0) -> list[ProcessStatus]:
-    """Stop every recorded process: SIGTERM executors, then the controller, then
-    etcd, each role waiting up to ``timeout`` seconds before SIGKILL. Whole process
-    groups are signalled, so children go too. Idempotent: a second call reports
-    every process NOT_RUNNING. The record stays, marked down, for ``status``."""
+    """Stop every recorded process: SIGTERM executors, then the simulated hosts'
+    stand-ins and containers, then the controller, then etcd, each role waiting up
+    to ``timeout`` seconds before SIGKILL; then delete the nodes' network
+    namespaces. Whole process groups are signalled, so children go too. Returns
+    the daemons' outcomes. Idempotent: a second call reports every process
+    NOT_RUNNING. The record stays, marked down, for ``status``."""
     state_dir = state_dir.expanduser().resolve()
     record = _require_record(state_dir)
     result = _stop_all(state_dir, record, timeout)

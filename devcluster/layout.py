@@ -7,7 +7,8 @@
     <state_dir>/certs/                  dev CA, controller, executor and admin certificates
     <state_dir>/controller/controller.toml, novaops.db (embedded store)
     <state_dir>/etcd/                   etcd data (store = "etcd")
-    <state_dir>/nodes/<node>/executor.toml, libvirt.xml, root/, state/
+    <state_dir>/nodes/<node>/executor.toml, libvirt.xml, root/, state/,
+                                        sim/ (stand-in QEMU and container scripts)
     <state_dir>/logs/<process>.log      log_file and stdout/stderr of each process
 
 Config files use absolute paths (docs/configuration.md allows both).
@@ -123,7 +124,11 @@ def controller_config(
     etcd_endpoints: Sequence[str] | None,
     heartbeat_interval_ms: int,
     missed_heartbeats_limit: int,
+    automation: bool | Mapping[str, TomlValue] = True,
 ) -> str:
+    """``automation=False`` writes ``[automation] enabled = false``: the simulated
+    faults then stay until fixed by hand (the leader would repair some on its own).
+    A mapping is written as the ``[automation]`` table (docs/configuration.md)."""
     store: dict[str, TomlValue]
     if etcd_endpoints is None:
         store = {"kind": "embedded", "path": str(layout.embedded_db)}
@@ -142,6 +147,10 @@ def controller_config(
         "tls": tls,
         "store": store,
     }
+    if isinstance(automation, Mapping):
+        doc["automation"] = dict(automation)
+    elif not automation:
+        doc["automation"] = {"enabled": False}
     return "# Written by novaops dev up.\n" + to_toml(doc)
 
 
@@ -154,21 +163,28 @@ def executor_config(
     libvirt_uri: str,
     host_root: Path,
     tls: Mapping[str, TomlValue],
+    netns: str | None = None,
+    tap_prefixes: Sequence[str] = (),
 ) -> str:
-    doc: dict[str, TomlValue] = {
-        "executor": {
-            "node": node,
-            "listen": listen,
-            "advertise": listen,
-            "controllers": list(controllers),
-            "host_root": str(host_root),
-            "libvirt_uri": libvirt_uri,
-            "state_dir": str(layout.node_dir(node) / "state"),
-            "log_file": str(layout.log(node)),
-            "labels": {"simulated": "true"},
-        },
-        "tls": tls,
+    """``netns``: the node's own network namespace (None: the executor's, and no
+    taps to look at); ``tap_prefixes``: the node's tap names (default: the
+    executor's production default)."""
+    executor: dict[str, TomlValue] = {
+        "node": node,
+        "listen": listen,
+        "advertise": listen,
+        "controllers": list(controllers),
+        "host_root": str(host_root),
+        "libvirt_uri": libvirt_uri,
+        "state_dir": str(layout.node_dir(node) / "state"),
+        "log_file": str(layout.log(node)),
     }
+    if netns is not None:
+        executor["netns"] = netns
+    if tap_prefixes:
+        executor["tap_prefixes"] = list(tap_prefixes)
+    executor["labels"] = {"simulated": "true"}
+    doc: dict[str, TomlValue] = {"executor": executor, "tls": tls}
     return "# Written by novaops dev up.\n" + to_toml(doc)
 
 

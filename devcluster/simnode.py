@@ -16,12 +16,17 @@ Each node carries a few healthy running domains and the realistic faults:
 * one crashed domain (``<test:runstate>6</test:runstate>``), with an error in its QEMU log;
 * one paused domain (``3``);
 * one shut-off domain whose disk file is missing (it cannot be started again).
+
+The host side of a node — stand-in QEMU processes, an orphan, a stale lock, the
+bridge and taps, a container — is planned here too (:func:`plan_host`, pure) and
+made real by :mod:`novaops.devcluster.simhost`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
+import json
 import logging
 import random
 import shutil
@@ -459,3 +464,160 @@ def write_sim_node(spec: SimNodeSpec, node_dir: Path) -> SimNodePaths:
     write_atomic(paths.libvirt_xml, render_libvirt_xml(spec).encode())
     log.debug("simulated node %s written to %s", spec.name, node_dir)
     return paths
+
+
+# -- host side: processes, locks, taps, a container ---------------------------------------
+
+# The kernel's ceiling for pid_max on 64-bit Linux: no process ever gets a pid above
+# it, so a lock naming one is stale on any machine, for as long as it exists.
+PID_MAX_LIMIT = 4_194_304
+CONTAINER_PORTS = (8080, 8081)
+# Domains whose QEMU process is alive (a paused guest's process only stops its vCPUs)
+# and whose taps exist, as libvirt keeps them.
+PROCESS_DOMAIN_STATES = frozenset({DomainState.RUNNING, DomainState.PAUSED})
+
+
+class HostFault(enum.Enum):
+    ORPHAN = "orphan-qemu"
+    STALE_LOCK = "stale-lock"
+    TAP_OFF_BRIDGE = "tap-off-bridge"
+    CLOSED_PORT = "closed-port"
+
+
+@dataclass(frozen=True)
+class StandIn:
+    """A QEMU-like process: ``args`` follow the stand-in script on its command line
+    (``-name guest=<guest>,...`` makes it QEMU-like to the checks). ``pid_file`` is
+    the host path libvirt would keep its pid in (None: the orphan, nobody does)."""
+
+    guest: str
+    args: tuple[str, ...]
+    pid_file: PurePosixPath | None
+    taps: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SimTap:
+    """A domain's tap device; ``attached`` is False for the one left off its bridge."""
+
+    name: str
+    domain: str
+    attached: bool = True
+
+
+@dataclass(frozen=True)
+class SimContainer:
+    """A runc-style container: it declares ``ports`` but listens on ``listening`` only."""
+
+    id: str
+    ports: tuple[int, ...]
+    listening: tuple[int, ...]
+
+    @property
+    def state_dir(self) -> PurePosixPath:
+        return PurePosixPath("/run/runc") / self.id
+
+    @property
+    def closed_ports(self) -> tuple[int, ...]:
+        return tuple(p for p in self.ports if p not in self.listening)
+
+
+@dataclass(frozen=True)
+class SimHostPlan:
+    """The host side of a simulated node; a pure function of its :class:`SimNodeSpec`."""
+
+    node: str
+    standins: tuple[StandIn, ...]
+    orphan: StandIn
+    bridge: str
+    tap_prefix: str
+    taps: tuple[SimTap, ...]
+    stale_lock: PurePosixPath
+    stale_lock_pid: int
+    container: SimContainer
+
+    @property
+    def detached_tap(self) -> SimTap:
+        return next(tap for tap in self.taps if not tap.attached)
+
+
+def _qemu_args(
+    guest: str,
+    guest_uuid: str,
+    memory_kib: int,
+    vcpus: int,
+    disk: PurePosixPath,
+    nic: tuple[str, str] | None,
+) -> tuple[str, ...]:
+    """QEMU arguments as libvirt passes them (trimmed), for a stand-in's command line."""
+    blockdev = json.dumps({"driver": "file", "filename": str(disk)}, separators=(",", ":"))
+    args = [
+        "-name",
+        f"guest={guest},debug-threads=on",
+        "-machine",
+        "pc-q35-7.2,usb=off,accel=kvm",
+        "-m",
+        str(memory_kib // 1024),
+        "-smp",
+        str(vcpus),
+        "-uuid",
+        guest_uuid,
+        "-no-user-config",
+        "-nodefaults",
+        "-blockdev",
+        blockdev,
+    ]
+    if nic is not None:
+        tap, mac = nic
+        # ifname= (not libvirt's fd=): the stand-in opens the tap itself by name.
+        args += ["-netdev", f"tap,ifname={tap},id=hostnet0"]
+        args += ["-device", f"virtio-net-pci,netdev=hostnet0,mac={mac}"]
+    return tuple(args)
+
+
+def plan_host(spec: SimNodeSpec) -> SimHostPlan:
+    """Plan the host side of a node. Its own random stream, so the domain plan (and
+    the XML) do not change when this plan grows."""
+    rng = random.Random(f"novaops-simhost:{spec.seed}:{spec.name}:{spec.index}")
+    with_process = [d for d in spec.domains if d.state in PROCESS_DOMAIN_STATES]
+    standins = tuple(
+        StandIn(
+            guest=d.name,
+            args=_qemu_args(d.name, d.uuid, d.memory_kib, d.vcpus, d.disk, (d.tap, d.mac)),
+            pid_file=d.pid_file,
+            taps=(d.tap,),
+        )
+        for d in with_process
+    )
+    # The last running, fault-free domain loses its bridge port: its guest runs but
+    # is cut off, which only the network checks notice.
+    detached = [d for d in with_process if d.state is DomainState.RUNNING and d.fault is None][-1]
+    taps = tuple(SimTap(d.tap, d.name, attached=d is not detached) for d in with_process)
+    ghost = f"{spec.name}-ghost-1"
+    orphan = StandIn(
+        guest=ghost,
+        args=_qemu_args(
+            ghost,
+            str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+            rng.choice((1, 2)) * 1024 * 1024,
+            rng.choice((1, 2)),
+            IMAGES_DIR / f"{ghost}.qcow2",
+            None,
+        ),
+        pid_file=None,
+    )
+    crashed = spec.with_fault(Fault.CRASHED)
+    return SimHostPlan(
+        node=spec.name,
+        standins=standins,
+        orphan=orphan,
+        bridge=BRIDGE,
+        tap_prefix=f"vtap{spec.index}-",
+        taps=taps,
+        # The crashed guest's QEMU died holding its lock; nobody removed the file.
+        stale_lock=QEMU_RUN_DIR / f"{crashed.name}.lock",
+        stale_lock_pid=PID_MAX_LIMIT + 1 + rng.randrange(100_000),
+        container=SimContainer(
+            id=f"{spec.name}-app-1", ports=CONTAINER_PORTS, listening=CONTAINER_PORTS[:1]
+        ),
+    )

@@ -26,11 +26,26 @@ class ProcessRole(enum.StrEnum):
     ETCD = "etcd"
     CONTROLLER = "controller"
     EXECUTOR = "executor"
+    # Parts of the simulated hosts (simhost.py): stand-in QEMU processes, containers.
+    STANDIN = "standin"
+    CONTAINER = "container"
 
+
+# The novaops daemons and their store: what ``dev status`` lists. Stand-ins and
+# containers are recorded and stopped too, but they simulate the hosts' workload.
+CLUSTER_ROLES = frozenset({ProcessRole.ETCD, ProcessRole.CONTROLLER, ProcessRole.EXECUTOR})
+SIM_ROLES = frozenset({ProcessRole.STANDIN, ProcessRole.CONTAINER})
 
 # Shutdown order: executors first (they still reach a controller to say goodbye),
-# then controllers (they can still reach the store to resign), then etcd.
-STOP_ORDER = (ProcessRole.EXECUTOR, ProcessRole.CONTROLLER, ProcessRole.ETCD)
+# then the simulated workload (no executor watches it any more), then controllers
+# (they can still reach the store to resign), then etcd.
+STOP_ORDER = (
+    ProcessRole.EXECUTOR,
+    ProcessRole.STANDIN,
+    ProcessRole.CONTAINER,
+    ProcessRole.CONTROLLER,
+    ProcessRole.ETCD,
+)
 
 
 class ClusterStatus(enum.StrEnum):
@@ -101,7 +116,8 @@ class ProcessRecord:
 
 @dataclass(frozen=True)
 class ClusterRecord:
-    """What ``up`` started and where its files are."""
+    """What ``up`` started and where its files are. ``netns``: network namespaces
+    made for the simulated nodes, deleted by ``down``."""
 
     status: ClusterStatus
     store: str
@@ -109,6 +125,7 @@ class ClusterRecord:
     processes: tuple[ProcessRecord, ...] = ()
     created_at: float = field(default_factory=time.time)
     stopped_at: float | None = None
+    netns: tuple[str, ...] = ()
 
     def process(self, name: str) -> ProcessRecord | None:
         for rec in self.processes:
@@ -120,6 +137,11 @@ class ClusterRecord:
         others = tuple(p for p in self.processes if p.name != rec.name)
         return replace(self, processes=(*others, rec))
 
+    def with_netns(self, name: str) -> ClusterRecord:
+        if name in self.netns:
+            return self
+        return replace(self, netns=(*self.netns, name))
+
     def to_json(self) -> dict[str, Any]:
         return {
             "version": FORMAT_VERSION,
@@ -129,6 +151,7 @@ class ClusterRecord:
             "created_at": self.created_at,
             "stopped_at": self.stopped_at,
             "processes": [p.to_json() for p in self.processes],
+            "netns": list(self.netns),
         }
 
     @staticmethod
@@ -145,6 +168,8 @@ class ClusterRecord:
             processes=tuple(ProcessRecord.from_json(p) for p in data["processes"]),
             created_at=float(data["created_at"]),
             stopped_at=None if stopped_at is None else float(stopped_at),
+            # Absent in records written before simulated networking existed.
+            netns=tuple(str(name) for name in data.get("netns") or ()),
         )
 
 

@@ -311,9 +311,9 @@ def _snapshot_link(msg: Any) -> _LinkSnapshot:
 
 def _read_links(netns: str | None) -> tuple[dict[str, _LinkSnapshot], dict[str, str]]:
     """(links by name, STP port state by port name) in one netlink session."""
-    from pyroute2 import IPRoute
+    from novaops.executor.netns import iproute
 
-    with IPRoute(netns=netns) if netns else IPRoute() as ipr:
+    with iproute(netns) as ipr:
         links = {snap.name: snap for snap in map(_snapshot_link, ipr.get_links())}
         port_states = {}
         for msg in ipr.get_links(family=socket.AF_BRIDGE):

@@ -34,6 +34,8 @@ from novaops.devcluster import (
     UnknownProcessError,
     down,
     kill_process,
+    simhost,
+    simulated_status,
     status,
     up,
     wait_foreground,
@@ -196,6 +198,20 @@ def test_up_status_kill_down_with_standins(standin: str, state_dir: Path) -> Non
     assert f'host_root = "{state_dir}/nodes/node-2/root"' in executor_toml
     node_cert = (state_dir / "certs" / "executor-node-2.pem").read_bytes()
     assert identity_from_pem(node_cert) == Identity(Role.EXECUTOR, "node-2")
+    assert 'tap_prefixes = ["vtap2-"]' in executor_toml
+
+    # The simulated hosts' processes are recorded and run, but dev status lists the
+    # daemons only; as root each node has its own network namespace.
+    simulated = simulated_status(state_dir)
+    assert {p.role for p in simulated} <= {ProcessRole.STANDIN, ProcessRole.CONTAINER}
+    assert {"node-1-ghost-1", "node-2-ghost-1"} <= {p.name for p in simulated}
+    assert all(p.running for p in simulated)
+    if simhost.network_support() is None:
+        assert cluster.netns == tuple(simhost.netns_name(state_dir, n) for n in cluster.nodes)
+        assert all(simhost.netns_exists(name) for name in cluster.netns)
+        assert f'netns = "{cluster.netns[1]}"' in executor_toml
+    else:
+        assert cluster.netns == () and "netns" not in executor_toml
 
     with pytest.raises(ClusterRunningError, match="still running"):
         up(state_dir, 2, python=standin)
@@ -217,6 +233,8 @@ def test_up_status_kill_down_with_standins(standin: str, state_dir: Path) -> Non
         "node-2": StopOutcome.TERMINATED,
     }
     assert not any(p.running for p in status(state_dir))
+    assert not any(p.running for p in simulated_status(state_dir))
+    assert not any(simhost.netns_exists(name) for name in cluster.netns)
     record = load_cluster(state_dir)
     assert record is not None and record.status is ClusterStatus.DOWN
     # Idempotent.

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 
+from novaops.devcluster.layout import Layout, controller_config, executor_config
 from novaops.devcluster.simnode import (
     BRIDGE,
+    PID_MAX_LIMIT,
     DomainState,
     Fault,
     SimNodePaths,
     host_path,
+    plan_host,
     plan_node,
     render_host_files,
     render_libvirt_xml,
@@ -129,3 +133,66 @@ def test_host_files_are_keyed_by_absolute_host_paths() -> None:
     files = render_host_files(plan_node("node-1", 1))
     assert all(path.is_absolute() for path in files)
     assert PurePosixPath("/etc/hostname") in files
+
+
+def test_host_plan_is_deterministic_and_has_each_host_fault() -> None:
+    spec = plan_node("node-3", 3, seed=2)
+    plan = plan_host(spec)
+    assert plan == plan_host(plan_node("node-3", 3, seed=2))
+    with_process = {
+        d.name for d in spec.domains if d.state in (DomainState.RUNNING, DomainState.PAUSED)
+    }
+    # A stand-in and a tap for every domain with a QEMU process, nothing more.
+    assert {s.guest for s in plan.standins} == with_process
+    assert {t.domain for t in plan.taps} == with_process
+    assert all(s.pid_file == spec.domain(s.guest).pid_file for s in plan.standins)
+    assert all(t.name.startswith(plan.tap_prefix) for t in plan.taps)
+    # Exactly one tap is off the bridge, that of a healthy running domain.
+    detached = [t for t in plan.taps if not t.attached]
+    assert detached == [plan.detached_tap]
+    healthy = spec.domain(plan.detached_tap.domain)
+    assert healthy.state is DomainState.RUNNING and healthy.fault is None
+    # The orphan claims a guest no domain has and has no pid file.
+    assert plan.orphan.guest not in {d.name for d in spec.domains}
+    assert plan.orphan.pid_file is None
+    assert "-name" in plan.orphan.args
+    assert plan.stale_lock.suffix == ".lock" and plan.stale_lock_pid > PID_MAX_LIMIT
+    assert plan.container.closed_ports == (8081,) and plan.container.listening == (8080,)
+    # The host plan has its own random stream: the domains did not change.
+    assert render_libvirt_xml(spec) == render_libvirt_xml(plan_node("node-3", 3, seed=2))
+
+
+def test_executor_config_names_netns_and_tap_prefixes(tmp_path: Path) -> None:
+    def config(**extra: Any) -> str:
+        return executor_config(
+            Layout(tmp_path),
+            "node-1",
+            listen="127.0.0.1:1",
+            controllers=["127.0.0.1:2"],
+            libvirt_uri="test:///x.xml",
+            host_root=tmp_path / "root",
+            tls={"ca": "a", "cert": "b", "key": "c"},
+            **extra,
+        )
+
+    text = config(netns="novaops-0-node-1", tap_prefixes=["vtap1-"])
+    assert 'netns = "novaops-0-node-1"' in text and 'tap_prefixes = ["vtap1-"]' in text
+    plain = config()
+    assert "netns" not in plain and "tap_prefixes" not in plain
+
+
+def test_controller_config_can_turn_automation_off(tmp_path: Path) -> None:
+    def config(automation: bool) -> str:
+        return controller_config(
+            Layout(tmp_path),
+            listen="127.0.0.1:1",
+            metrics_listen="127.0.0.1:2",
+            tls={"ca": "a", "cert": "b", "key": "c"},
+            etcd_endpoints=None,
+            heartbeat_interval_ms=500,
+            missed_heartbeats_limit=3,
+            automation=automation,
+        )
+
+    assert "[automation]\nenabled = false\n" in config(False)
+    assert "[automation]" not in config(True)
