@@ -108,13 +108,47 @@ def dev() -> None:
     default=None,
     help="Controller port; node-i gets base+1+i (default: free ports).",
 )
-def dev_up(nodes: int, state_dir: Path, store: str, detach: bool, base_port: int | None) -> None:
+@click.option("--no-faults", is_flag=True, help="Simulated nodes without injected host faults.")
+@click.option(
+    "--no-automation",
+    is_flag=True,
+    help="Controller automation off (injected faults stay until fixed by hand).",
+)
+@click.option(
+    "--automation",
+    "automation_settings",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="An [automation] setting of the controller, e.g. poll_interval_ms=1000.",
+)
+def dev_up(
+    nodes: int,
+    state_dir: Path,
+    store: str,
+    detach: bool,
+    base_port: int | None,
+    no_faults: bool,
+    no_automation: bool,
+    automation_settings: tuple[str, ...],
+) -> None:
     """Start a controller and N simulated hypervisor nodes (their faults included)."""
     from novaops import devcluster
     from novaops.cli import render
 
+    automation: bool | dict[str, str | int | float | bool] = not no_automation
+    if automation_settings:
+        if no_automation:
+            _fail("--automation and --no-automation exclude each other")
+        automation = dict(_setting(item) for item in automation_settings)
     try:
-        state = devcluster.up(state_dir, nodes, store, base_port=base_port)  # type: ignore[arg-type]
+        state = devcluster.up(
+            state_dir,
+            nodes,
+            store,  # type: ignore[arg-type]
+            base_port=base_port,
+            faults=not no_faults,
+            automation=automation,
+        )
     except devcluster.DevClusterError as exc:
         _fail(str(exc))
         return

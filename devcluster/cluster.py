@@ -44,6 +44,7 @@ from novaops.devcluster.processes import (
     is_running,
     send_signal,
     spawn,
+    spawned_processes,
     start_ticks,
     stop_group,
     wait_listening,
@@ -143,6 +144,11 @@ def _start_etcd(layout: Layout, timeout: float) -> tuple[list[str], list[Process
     # Keep the launcher object alive: the processes outlive this call (detached
     # cluster) and are stopped by pid in down(), possibly from another process.
     _etcd_launchers.append(etcd)
+    # Let down() reap the members through their Popen objects, as for the other
+    # processes this Python process started (a Popen collected while its process
+    # runs, or after it was reaped elsewhere, warns).
+    for popen in getattr(etcd, "processes", ()):
+        spawned_processes()[popen.pid] = popen
     records = []
     for i, (pid, endpoint) in enumerate(zip(etcd.pids, etcd.endpoints, strict=True)):
         try:

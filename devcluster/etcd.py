@@ -161,6 +161,11 @@ class EtcdCluster:
         return [member.client_url for member in self._members]
 
     @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """The members' Popen objects (for callers that reap them later)."""
+        return [m.process for m in self._members if m.process is not None]
+
+    @property
     def pids(self) -> list[int]:
         """Pids of the members that are running now, in member order."""
         return [m.process.pid for m in self._members if m.process and m.process.poll() is None]

@@ -268,6 +268,11 @@ def _signal(rec: ProcessRecord, members: list[psutil.Process], sig: signal.Signa
             proc.send_signal(sig)  # psutil re-checks the pid's identity first
 
 
+def spawned_processes() -> dict[int, subprocess.Popen[bytes]]:
+    """The Popen objects of processes this Python process started, by pid."""
+    return _spawned
+
+
 def _reap(rec: ProcessRecord) -> None:
     """Collect the exit status of rec's process if this Python process started it.
     A Popen is dropped only once it has exited (its pid may now be recorded under

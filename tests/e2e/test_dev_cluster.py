@@ -134,20 +134,21 @@ def test_client_certificate_from_another_ca_is_refused(cluster: Path, tmp_path: 
     assert "does not accept our client certificate" in result.stderr
 
 
-def test_unimplemented_feature_is_named(cluster: Path) -> None:
-    import grpc
-
-    from novaops.client.config import ClientConfig
-    from novaops.client.tls import secure_channel
-    from novaops.v1 import controller_pb2, controller_pb2_grpc
-
-    config = ClientConfig.load(cluster / "client.toml")
-    with secure_channel(config.controllers[0], config.tls) as channel:
-        stub = controller_pb2_grpc.QuarantineServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Quarantine(controller_pb2.QuarantineRequest(node="node-1", reason="x"), timeout=10)
-    assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert "issue #5" in (info.value.details() or "")
+def test_roles_are_enforced(cluster: Path, tmp_path: Path) -> None:
+    ca = CertificateAuthority.load(cluster / "certs")
+    files = ca.issue(Identity(Role.VIEWER, "vera"), tmp_path)
+    original = (cluster / "client.toml").read_text()
+    controllers = next(line for line in original.splitlines() if line.startswith("controllers"))
+    config = tmp_path / "viewer.toml"
+    config.write_text(
+        f'{controllers}\n[tls]\nca = "{cluster}/certs/ca.pem"\ncert = "{files.cert}"\n'
+        f'key = "{files.key}"\n'
+    )
+    allowed = novaops("--config", str(config), "node", "list", "-o", "json")
+    assert allowed.returncode == 0, allowed.stderr
+    refused = novaops("--config", str(config), "quarantine", "node-1", "--reason", "x")
+    assert refused.returncode == 5
+    assert "needs the operator role; caller is viewer:vera" in refused.stderr
 
 
 def test_second_controller_on_the_same_embedded_store_is_refused(cluster: Path) -> None:
