@@ -104,9 +104,35 @@ async def serve(config: ControllerConfig) -> None:
     if not await open_store_with_retry(store, stop):
         return
     try:
-        elector = Elector(store, config.name, config.advertise, config.lease_ttl_seconds)
-        executors = ExecutorPool(config.tls)
         events = EventLog(store)
+        background: set[asyncio.Task[str]] = set()
+
+        def leadership_changed(term: LeaderTerm | None) -> None:
+            # Only a new leader records the change: a replica that lost its lease
+            # may not be able to reach the store at all.
+            if term is None:
+                log.warning("%s is no longer the leader", config.name)
+                return
+            log.info("%s is the leader (term %d)", config.name, term.record.revision)
+            task = asyncio.ensure_future(
+                events.emit(
+                    "leader.changed",
+                    "",
+                    f"{config.name} became the leader (term {term.record.revision})",
+                    attributes={"leader": config.name, "term": str(term.record.revision)},
+                )
+            )
+            background.add(task)
+            task.add_done_callback(background.discard)
+
+        elector = Elector(
+            store,
+            config.name,
+            config.advertise,
+            config.lease_ttl_seconds,
+            on_change=leadership_changed,
+        )
+        executors = ExecutorPool(config.tls)
 
         async def verify_clean(node: str) -> tuple[bool, list[common_pb2.CheckResult]]:
             record = await store.get_node(node)

@@ -3,6 +3,7 @@ its circuit breaker stops it from taking the fleet out. Real processes throughou
 
 from __future__ import annotations
 
+import functools
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -84,9 +85,14 @@ def test_recoverable_faults_are_fixed_without_quarantine(
 ) -> None:
     # Every simulated node starts with an orphan QEMU stand-in and a stale lock.
     cluster = cluster_factory(2, *FAST)
+
+    def clean(node: str) -> bool:
+        return all(
+            host_check(cluster, node, check) == "ok" for check in ("host.orphans", "host.locks")
+        )
+
     for node in ("node-1", "node-2"):
-        wait_for(lambda n=node: host_check(cluster, n, "host.orphans") == "ok", 60, "orphans gone")
-        wait_for(lambda n=node: host_check(cluster, n, "host.locks") == "ok", 30, "locks gone")
+        wait_for(functools.partial(clean, node), 60, f"{node} recovered")
     assert cluster.json("quarantine", "list") == []
     succeeded = events(cluster, "recovery.succeeded")
     assert {e["node"] for e in succeeded} == {"node-1", "node-2"}
