@@ -25,6 +25,7 @@ from novaops.client.config import ConfigError
 from novaops.client.tls import server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
+from novaops.executor.checks.lxc import libvirt_lxc_containers
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.cleanliness import ChecksFinders
 from novaops.executor.config import ExecutorConfig
@@ -156,6 +157,7 @@ class Executor:
             netns=config.netns,
             tap_prefixes=config.tap_prefixes,
             bridge_uplinks=config.bridge_uplinks,
+            lxc_containers=lambda: libvirt_lxc_containers(host_root),
         )
         control = ConnectionDomainControl(self.libvirt)
         finders = ChecksFinders(checks, control)

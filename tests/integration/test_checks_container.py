@@ -175,3 +175,32 @@ async def test_unknown_and_exited_containers(
         ("container.process", Status.FAIL),
     ]
     assert "unexpected exit" in results[1].summary
+
+
+async def test_libvirt_lxc_domain_found_from_its_host_state(
+    container: tuple[CheckSources, int], tmp_path: Path
+) -> None:
+    """libvirt keeps /run/libvirt/lxc/<name>.pid (the libvirt_lxc controller, whose
+    child is the container's init) and the live XML beside it; here unshare plays
+    the controller."""
+    from dataclasses import replace
+
+    from novaops.executor.checks.lxc import libvirt_lxc_containers
+
+    sources, init_pid = container
+    controller = psutil.Process(init_pid).parent()
+    assert controller is not None
+    run = tmp_path / "root/run/libvirt/lxc"
+    run.mkdir(parents=True)
+    (run / "shop.pid").write_text(f"{controller.pid}\n")
+    (run / "shop.xml").write_text(
+        "<domain type='lxc'><name>shop</name><metadata>"
+        "<novaops:ports xmlns:novaops='https://novaops.dev/xmlns/1'>"
+        f"{OPEN_PORT},{CLOSED_PORT}</novaops:ports></metadata></domain>"
+    )
+    root = sources.root
+    located = libvirt_lxc_containers(root)
+    assert [(c.name, c.runtime, c.init_pid) for c in located] == [("shop", "libvirt-lxc", init_pid)]
+    results = await _diag(replace(sources, lxc_containers=lambda: located), "shop")
+    ports = {r.evidence["port"]: r.status for r in results if r.check_id == "container.port"}
+    assert ports == {str(OPEN_PORT): Status.OK, str(CLOSED_PORT): Status.FAIL}
