@@ -24,6 +24,7 @@ demo: install
 	$(BIN)/novaops dev up --nodes $(NODES) --state-dir $(STATE_DIR) --detach
 	$(BIN)/novaops --config $(STATE_DIR)/client.toml cluster status
 	$(BIN)/novaops --config $(STATE_DIR)/client.toml node list
+	@echo "# the simulated nodes carry faults; try: novaops --config $(STATE_DIR)/client.toml diag host --all"
 
 demo-down: install
 	$(BIN)/novaops dev down --state-dir $(STATE_DIR)

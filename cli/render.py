@@ -31,13 +31,30 @@ def escape(text: str) -> str:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(highlight=False)
+    # Off a terminal (pipes, CI logs) nothing should be cut to 80 columns.
+    width = None if sys.stdout.isatty() else 160
+    return Console(highlight=False, width=width)
 
 
 def _state_style(state: str) -> str:
     return {"up": "green", "down": "red", "healthy": "green", "unhealthy": "yellow"}.get(
         state, "white"
     )
+
+
+def _age(iso: str | None) -> str:
+    """'2.1s ago' for an ISO timestamp (the table is read by people, JSON keeps the time)."""
+    if not iso:
+        return "-"
+    import datetime as dt
+
+    then = dt.datetime.fromisoformat(iso.replace("Z", "+00:00"))
+    seconds = (dt.datetime.now(dt.UTC) - then).total_seconds()
+    if seconds < 120:
+        return f"{max(seconds, 0):.1f}s ago"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m ago"
+    return f"{seconds / 3600:.0f}h ago"
 
 
 def nodes_table(nodes: Sequence[Any]) -> None:
@@ -65,7 +82,7 @@ def nodes_table(nodes: Sequence[Any]) -> None:
             "[red]yes[/]" if node.quarantined else "no",
             f"[{_state_style(node.health)}]{node.health}[/]",
             libvirt,
-            node.last_heartbeat or "-",
+            _age(node.last_heartbeat),
         )
     _console().print(table)
 
@@ -83,7 +100,7 @@ def cluster_status(status: Any) -> None:
         f"[{'red' if status.nodes_down else 'white'}]{status.nodes_down} down[/], "
         f"{status.nodes_quarantined} quarantined"
     )
-    automation = "paused" if status.automation_paused else "not running (issue #5)"
+    automation = "paused by an operator" if status.automation_paused else "active on the leader"
     console.print(
         f"  automation:  {automation}; breaker {'TRIPPED' if status.breaker_tripped else 'ok'}"
     )
