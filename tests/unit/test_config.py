@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from novaops.client.config import ClientConfig, ConfigError
 from novaops.controller.config import ControllerConfig
 
