@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import platform
 import shutil
@@ -141,32 +142,69 @@ def table(figures: list[Figure], floor: Figure) -> str:
     return "\n".join(rows)
 
 
+def section(title: str, produce: Callable[[], str]) -> str:
+    """One benchmark's markdown; a benchmark that fails says so instead of aborting the run."""
+    start = time.perf_counter()
+    try:
+        body = produce()
+    except Exception as exc:
+        body = f"## {title}\n\nThis benchmark failed: `{type(exc).__name__}: {exc}`\n"
+    print(f"bench: {title} done in {time.perf_counter() - start:.0f}s", flush=True)
+    return body.rstrip() + "\n"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=["cli", "fanout", "quarantine", "redaction", "bundles"],
+        help="run only these benchmarks (repeatable)",
+    )
     args = parser.parse_args()
-    start = bench_cli_start(args.repeat)
-    listing = bench_node_list(args.repeat, args.nodes)
-    command = f"make bench  (python bench/run.py --repeat {args.repeat} --nodes {args.nodes})"
+    chosen = set(args.only or ["cli", "fanout", "quarantine", "redaction", "bundles"])
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+    sections: list[str] = []
+    if "cli" in chosen:
+
+        def cli() -> str:
+            start = bench_cli_start(args.repeat)
+            listing = bench_node_list(args.repeat, args.nodes)
+            return (
+                "## CLI start-up (`novaops --help` must stay well under 500 ms, no grpc import)\n\n"
+                f"{table(start, start[0])}\n\n"
+                "## `node list` against a local dev cluster (embedded store, mTLS)\n\n"
+                f"{table(listing, listing[0])}\n"
+            )
+
+        sections.append(section("cli", cli))
+    for name in ("fanout", "quarantine", "redaction", "bundles"):
+        if name in chosen:
+            # Sibling modules of this script, each with run(quick) -> markdown.
+            module = importlib.import_module(name)
+            sections.append(section(name, lambda module=module: str(module.run(args.quick))))
+    mode = " --quick" if args.quick else ""
+    only = "".join(f" --only {name}" for name in sorted(args.only or []))
+    command = f"make bench  (.venv/bin/python bench/run.py{mode}{only})"
     text = f"""# Benchmarks
 
 Written by `bench/run.py`; do not edit by hand. Figures are wall-clock medians
-and p95 over repeated runs; each group has a floor measured in the same run, and
-the last column is the ratio to it (machines here are noisy: compare ratios).
+and p95 over repeated runs; each group has a floor or a peer measured in the same
+run, and ratios are given against it (machines here are noisy: compare ratios).
+How each figure is measured: [benchmarks-method.md](benchmarks-method.md).
 
 - command: `{command}`
 - machine: {machine()}
 - date: {dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")}
 
-## CLI start-up (`novaops --help` must stay well under 500 ms and never import grpc)
-
-{table(start, start[0])}
-
-## `node list` against a local dev cluster (embedded store, mTLS)
-
-{table(listing, listing[0])}
-"""
+""" + "\n".join(sections)
+    if args.only:
+        print(text)
+        return 0
     OUT.write_text(text)
     print(text)
     return 0
