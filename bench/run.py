@@ -11,6 +11,7 @@ more telling than absolute numbers.
 from __future__ import annotations
 
 import argparse
+import functools
 import datetime as dt
 import importlib
 import os
@@ -186,7 +187,8 @@ def main() -> int:
         if name in chosen:
             # Sibling modules of this script, each with run(quick) -> markdown.
             module = importlib.import_module(name)
-            sections.append(section(name, lambda module=module: str(module.run(args.quick))))
+            runner: Callable[[], str] = functools.partial(module.run, args.quick)
+            sections.append(section(name, runner))
     mode = " --quick" if args.quick else ""
     only = "".join(f" --only {name}" for name in sorted(args.only or []))
     command = f"make bench  (.venv/bin/python bench/run.py{mode}{only})"
