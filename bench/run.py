@@ -11,8 +11,8 @@ more telling than absolute numbers.
 from __future__ import annotations
 
 import argparse
-import functools
 import datetime as dt
+import functools
 import importlib
 import os
 import platform
