@@ -1,3 +1,5 @@
+# The guard matters: multiprocessing's "spawn" workers re-import the main module.
 from novaops.cli.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,5 +1,5 @@
-"""``python -m novaops.executor``: same as the ``novaops-executor`` command."""
-
+# The guard matters: multiprocessing's "spawn" workers re-import the main module.
 from novaops.executor.main import main
 
-raise SystemExit(main())
+if __name__ == "__main__":
+    raise SystemExit(main())

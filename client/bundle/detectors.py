@@ -25,6 +25,7 @@ import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 MARKER_PREFIX = "[REDACTED:"
 _MARKER_RE = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
@@ -111,7 +112,10 @@ _TOKEN_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
 )
 
 # The password may hold a raw '/' (it should be percent-encoded, but is not always).
-_URL_CREDS_RE = re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:(?P<v>[^\s@]+)@")
+# Raw '@'s inside the password are tolerated too ("u:p@ss@host").
+_URL_CREDS_RE = re.compile(
+    r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s:/@]+:(?P<v>[^\s@]*(?:@+[^\s@]+)?)@"
+)
 _AUTH_HEADER_RE = re.compile(
     r"(?i)\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
     r"(?:(?:bearer|basic|digest|negotiate|token|sharedkey|aws4-hmac-sha256)\s+)?"
@@ -125,10 +129,10 @@ _COOKIE_RE = re.compile(r"(?i)\b(?:set-)?cookie[\"']?\s*[:=]\s*(?P<v>\S[^\r\n]*)
 # something secret-like (_KV_HINTS) are matched against it at all.
 _KV_RE = re.compile(
     r"(?<![\w.])[\"']?(?P<k>[A-Za-z_][\w.-]{0,80})[\"']?"
-    r"[\"']?[ \t]*[=:][ \t]*(?P<v>\"(?:[^\"\\]|\\.)*\"|'[^']*'|[^\s,;&\"'<>)}\]]+)"
+    r"[\"']?[ \t]*[=:][ \t]*(?P<v>\"(?:[^\"\\\n]|\\.)*\"|'[^'\n]*'|[^\s,;&\"'<>)}\]]+)"
 )
 _XML_ELEMENT_RE = re.compile(
-    r"<(?P<k>[\w:-]*(?i:password|passwd|secret|token|key)[\w:-]*)>(?P<v>[^<]+)</"
+    r"<(?P<k>[\w:-]*(?i:password|passwd|secret|token|key)[\w:-]*)>(?P<v>[^<\n]+)</"
 )
 _FLAG_RE = re.compile(
     r"(?i)(?<![\w-])--?(?P<k>[\w-]*(?:password|passwd|secret|token|api-key|apikey)[\w-]*)"
@@ -226,8 +230,23 @@ def secret_kind_for_key(key: str) -> str | None:
     """The secret kind a configuration key holds, or None if its value is not secret.
 
     ``db_password`` -> ``password``; ``auth_url`` -> None (a URL, not a secret);
-    ``X-Auth-Token`` -> ``token``.
+    ``X-Auth-Token`` -> ``token``. A key must contain one of :data:`_KV_HINTS`
+    as it is written (case aside): that is what the fast line gates look for.
     """
+    found = _KEY_KINDS.get(key, _MISSING)
+    if found is not _MISSING:
+        return found  # type: ignore[return-value]
+    kind = _secret_kind_for_key(key)
+    if len(_KEY_KINDS) > _CACHE_LIMIT:
+        _KEY_KINDS.clear()
+    _KEY_KINDS[key] = kind
+    return kind
+
+
+def _secret_kind_for_key(key: str) -> str | None:
+    lowered = key.lower()
+    if not any(hint in lowered for hint in _KV_HINTS):
+        return None
     words = [w for w in _WORD_SPLIT_RE.split(_CAMEL_RE.sub("_", key).lower()) if w]
     if not words or words[-1] in _DESCRIPTOR_WORDS:
         return None
@@ -239,6 +258,11 @@ def secret_kind_for_key(key: str) -> str | None:
         if word in _SECRET_EXACT_WORDS:
             return _SECRET_EXACT_WORDS[word]
     return None
+
+
+_MISSING = object()
+_CACHE_LIMIT = 65536
+_KEY_KINDS: dict[str, str | None] = {}
 
 
 def _value_span(match: re.Match[str], *, line_start_kv: bool) -> tuple[int, int] | None:
@@ -278,7 +302,7 @@ _TOKEN_GATES: dict[str, tuple[str, ...]] = {
     "openstack_token": ("gAAAAA",),
     "api_key": ("k_live_", "k_test_"),
 }
-_KV_HINTS = ("pass", "pwd", "secret", "token", "key", "auth", "cred", "cookie", "sess", "sig")
+_KV_HINTS = ("pass", "pw", "secret", "token", "key", "auth", "cred", "cookie", "sess", "sig")
 
 
 def find_secrets(line: str) -> list[Hit]:
@@ -298,7 +322,7 @@ def find_secrets(line: str) -> list[Hit]:
             hits.extend(Hit(kind, *m.span()) for m in pattern.finditer(line))
     if "://" in line:
         for m in _URL_CREDS_RE.finditer(line):
-            if not is_marker(m.group("v")):
+            if m.group("v") and not is_marker(m.group("v")):
                 hits.append(Hit("url_password", *m.span("v")))
     if "secret," in line:
         for m in _QEMU_SECRET_RE.finditer(line):
@@ -319,10 +343,16 @@ def find_secrets(line: str) -> list[Hit]:
             if span:
                 hits.append(Hit("cookie", *span))
     if any(hint in lower for hint in _KV_HINTS):
-        for m in _KV_RE.finditer(line):
+        position = 0
+        while (kv := _KV_RE.search(line, position)) is not None:
+            m = kv
             kv_kind = secret_kind_for_key(m.group("k"))
             if kv_kind is None:
+                # The value may itself hold a pair ("reload: admin_password = x",
+                # '"log": "token=x"'): scan on from inside it, not after it.
+                position = m.start("v") + (1 if m.group("v")[:1] in "\"'" else 0)
                 continue
+            position = m.end()
             at_line_start = not line[: m.start()].strip()
             span = _value_span(m, line_start_kv=at_line_start)
             if span:
@@ -333,6 +363,69 @@ def find_secrets(line: str) -> list[Hit]:
                 if key_kind and not is_marker(m.group("v")):
                     hits.append(Hit(key_kind, *m.span("v")))
     return _non_overlapping(hits)
+
+
+# Line gates for blocks of text: every line where find_secrets can find something
+# holds a match of one of these (tests/unit/test_redact.py checks it). Each
+# starts with a literal, so the regex engine skips to candidates in C; most log
+# lines match none of them and cost nothing more. The key-word gates run on the
+# lowercased text and need the secret word followed by an assignment or an XML
+# close, or inside a ``--flag`` followed by a value, so "keystoneauth.session
+# REQ" or "Failed password for" are not candidates.
+_KT = r"[\w.:-]*(?:[\"']{0,2}\s*[=:]|>)"  # rest of a key, then = or : (or an XML >)
+_FT = r"[\w-]*[ \t]+[^\s-]"  # rest of a --flag, then its value
+_LOWER_GATE_SOURCES = (
+    rf"p(?:(?:ass|w){_KT}|(?<=[\w-]p)assw(?:or)?d{_FT})",
+    rf"s(?:ecret(?:,|{_KT})|(?:ess|ig){_KT}|(?<=[\w-]s)ecret{_FT})",
+    rf"token(?:{_KT}|(?<=[\w-]token){_FT})",
+    rf"key(?:{_KT}|(?<=[\w-]apikey){_FT}|(?<=[\w-]api-key){_FT})",
+    rf"auth{_KT}",
+    rf"c(?:red|ookie){_KT}",
+    r"bearer\s",
+    r"://[^\s:/@]+:\S*@",
+    r"hooks\.slack\.com/",
+    r"-----begin",
+)
+_LOWER_GATES = tuple(re.compile(source) for source in _LOWER_GATE_SOURCES)
+_LOWER_GATES_I = tuple(re.compile(source, re.IGNORECASE) for source in _LOWER_GATE_SOURCES)
+_CASED_GATES = tuple(
+    re.compile(source)
+    for source in (
+        r"eyJ",
+        r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|BIA|CCA|Iza)",
+        r"g(?:h[pousr]_|ithub_pat_|lpat-|AAAAA)",
+        r"xox[abposr]-",
+        r"k_(?:live|test)_",
+    )
+)
+
+
+def secret_lines(text: str) -> list[tuple[int, int]]:
+    """[start, end) of the lines of text (``\n``-separated) that may hold a secret."""
+    low = text.lower()
+    gates, target = (_LOWER_GATES, low) if len(low) == len(text) else (_LOWER_GATES_I, text)
+    positions = [m.start() for gate in gates for m in gate.finditer(target)]
+    positions += [m.start() for gate in _CASED_GATES for m in gate.finditer(text)]
+    lines: list[tuple[int, int]] = []
+    end = -1
+    for position in sorted(positions):
+        if position <= end:
+            continue
+        start = text.rfind("\n", 0, position) + 1
+        end = text.find("\n", position)
+        if end < 0:
+            end = len(text)
+        lines.append((start, end))
+    return lines
+
+
+def find_secrets_in(text: str) -> list[Hit]:
+    """find_secrets over every line of a block of text, with offsets into text."""
+    hits: list[Hit] = []
+    for start, end in secret_lines(text):
+        for hit in find_secrets(text[start:end]):
+            hits.append(Hit(hit.kind, hit.start + start, hit.end + start))
+    return hits
 
 
 def _non_overlapping(hits: Iterable[Hit]) -> list[Hit]:
@@ -425,24 +518,6 @@ SYSTEM_USERS = frozenset(
 _LOCAL_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
 
 _USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
-_IDENTIFIER_RE_SOURCE = (
-    r"(?<=://)(?P<url_user>[A-Za-z0-9._%+-]+)(?=(?::[^\s@/]*)?@)"
-    r"|(?<![\w.%+-])(?P<email>[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})(?![\w-])"
-    r"|(?<=/home/)(?P<home>" + _USER + r")"
-    r"|(?i:\b(?:user|username|user_name|login|owner|ruser|euser|acct)\b)[\"']?[ \t]*[=:][ \t]*"
-    r"[\"']?(?P<user_kv>" + _USER + r")"
-    r"|(?i:\bfor (?:invalid |illegal )?user )[\"']?(?P<for_user>" + _USER + r")"
-    r"|(?i:\b(?:accepted|failed) [a-z-]+ for )(?P<ssh_user>" + _USER + r")(?= from )"
-    r"|(?<![\w.-])(?P<mac>[0-9A-Fa-f]{2}(?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep)){4}"
-    r"[0-9A-Fa-f]{2})(?![\w]|[:-][0-9A-Fa-f:])"
-    r"|(?<![\w:.])(?P<ipv6>(?:[0-9A-Fa-f]{0,4}:){2,7}"
-    r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?)(?:%[\w.-]+)?(?![\w:])"
-    r"|(?<![\w.])(?P<ipv4>(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))(?![\w]|\.\d)"
-    r"|(?<![\w.-])(?P<fqdn>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-    r"(?i:" + _TLDS + r"))(?![\w-]|\.[A-Za-z0-9])"
-)
-_USER_GROUPS = ("url_user", "home", "user_kv", "for_user", "ssh_user")
 _PSEUDO_HEX = f"[0-9a-f]{{{PSEUDO_HEX_LEN}}}"
 _PSEUDO_USER_RE = re.compile(PSEUDO_USER_PREFIX + _PSEUDO_HEX)
 _PSEUDO_HOST_RE = re.compile(PSEUDO_HOST_PREFIX + _PSEUDO_HEX)
@@ -518,6 +593,12 @@ class IdentifierDetector:
     whole word, in addition to the contextual patterns (``user=``, ``/home/x``,
     ``for user x``, FQDNs with a known top-level domain). extra_exempt_users are
     accounts that are never reported (system accounts of this host).
+
+    :meth:`find_in` scans a whole block of lines at once: each family of
+    identifier has a cheap gate (a regex starting with a literal, run over the
+    block in C) that picks the few lines where the family's own pattern can
+    match; overlaps between families are resolved as one alternation would
+    (leftmost first, then family order). :meth:`find` is the same on one line.
     """
 
     def __init__(
@@ -528,64 +609,277 @@ class IdentifierDetector:
         extra_exempt_users: Iterable[str] = (),
     ) -> None:
         self._exempt_users = frozenset(extra_exempt_users)
-        users = sorted(
-            {u for u in known_users if len(u) >= 3 and not self._user_exempt(u)},
-            key=lambda u: (-len(u), u),
-        )
-        hosts = sorted(
-            {h for h in known_hosts if len(h) >= 3 and not is_exempt("hostname", h)},
-            key=lambda h: (-len(h), h),
-        )
-        source = _IDENTIFIER_RE_SOURCE
-        if hosts:
-            alternatives = "|".join(re.escape(h) for h in hosts)
-            source = rf"(?<![\w./-])(?P<known_host>(?i:{alternatives}))(?![\w/-])|" + source
-        if users:
-            alternatives = "|".join(re.escape(u) for u in users)
-            source = rf"(?<![\w./-])(?P<known_user>{alternatives})(?![\w/-])|" + source
-        self._pattern = re.compile(source)
+        users = {u for u in known_users if len(u) >= 3 and not self._user_exempt(u)}
+        hosts = {h.lower() for h in known_hosts if len(h) >= 3 and not is_exempt("hostname", h)}
+        self._known_users = _known_names_re(users)
+        self._known_hosts = _known_names_re(hosts)
+        self._cache: dict[tuple[int, str], str | None] = {}
 
     def _user_exempt(self, user: str) -> bool:
         return user in self._exempt_users or is_exempt("username", user)
 
     def find(self, line: str) -> list[Hit]:
         """Identifiers in one line that are neither exempt nor pseudonyms."""
+        return self.find_in(line)
+
+    def find_in(self, text: str) -> list[Hit]:
+        """Identifiers in a block of lines (``\n``-separated), in order, not overlapping."""
+        low = text.lower()
+        if len(low) != len(text):  # a few characters change length when lowered
+            return [h for line_hits in self._by_line(text) for h in line_hits]
+        spans: list[tuple[int, int, int, str]] = []  # start, family, end, value
+        if self._known_users is not None:
+            for m in self._known_users.finditer(text):
+                spans.append((m.start("v"), _F_KNOWN_USER, m.end("v"), m.group("v")))
+        if self._known_hosts is not None:
+            for m in self._known_hosts.finditer(low):
+                start, end = m.span("v")
+                spans.append((start, _F_KNOWN_HOST, end, text[start:end]))
+        for family, pattern in _DIRECT_FAMILIES:
+            for m in pattern.finditer(text):
+                spans.append((m.start("v"), family, m.end("v"), m.group("v")))
+        for family, pattern, gates, lowered in _GATED_FAMILIES:
+            target = low if lowered else text
+            positions = [m.start() for gate in gates for m in gate.finditer(target)]
+            if not positions:
+                continue
+            for line_start, line_end in _lines_at(text, positions):
+                for m in pattern.finditer(text, line_start, line_end):
+                    spans.append((m.start("v"), family, m.end("v"), m.group("v")))
+        if not spans:
+            return []
+        spans.sort()
         hits: list[Hit] = []
-        for m in self._pattern.finditer(line):
-            hit = self._classify(m)
-            if hit is not None:
-                hits.append(hit)
+        taken = -1
+        for start, family, end, value in spans:
+            if start < taken:
+                continue
+            taken = end
+            kind = self._kind(family, value)
+            if kind is None:
+                continue
+            if family in _USER_FAMILIES:
+                end = start + len(value.rstrip(".-"))
+            hits.append(Hit(kind, start, end))
         return hits
 
-    def _classify(self, m: re.Match[str]) -> Hit | None:
-        groups = m.groupdict()
-        for group in ("known_user", *_USER_GROUPS):
-            value = groups.get(group)
-            if value is not None:
-                value = value.rstrip(".-")
-                if self._user_exempt(value) or is_pseudonym("username", value):
-                    return None
-                start = m.start(group)
-                return Hit("username", start, start + len(value))
-        for kind, group in (
-            ("hostname", "known_host"),
-            ("email", "email"),
-            ("mac", "mac"),
-            ("ipv6", "ipv6"),
-            ("ipv4", "ipv4"),
-            ("fqdn", "fqdn"),
-        ):
-            value = groups.get(group)
-            if value is None:
+    def _by_line(self, text: str) -> list[list[Hit]]:
+        found: list[list[Hit]] = []
+        offset = 0
+        for line in text.split("\n"):
+            hits = self.find_in(line) if len(line.lower()) == len(line) else self._slow(line)
+            found.append([Hit(h.kind, h.start + offset, h.end + offset) for h in hits])
+            offset += len(line) + 1
+        return found
+
+    def _slow(self, line: str) -> list[Hit]:
+        # Lines whose lowercase has another length: every family on the whole line.
+        spans: list[tuple[int, int, int, str]] = []
+        if self._known_users is not None:
+            for m in self._known_users.finditer(line):
+                spans.append((m.start("v"), _F_KNOWN_USER, m.end("v"), m.group("v")))
+        if self._known_hosts is not None:
+            for m in self._known_hosts_i.finditer(line):
+                spans.append((m.start("v"), _F_KNOWN_HOST, m.end("v"), m.group("v")))
+        for family, pattern in _DIRECT_FAMILIES:
+            for m in pattern.finditer(line):
+                spans.append((m.start("v"), family, m.end("v"), m.group("v")))
+        for family, pattern, _, _ in _GATED_FAMILIES:
+            for m in pattern.finditer(line):
+                spans.append((m.start("v"), family, m.end("v"), m.group("v")))
+        spans.sort()
+        hits: list[Hit] = []
+        taken = -1
+        for start, family, end, value in spans:
+            if start < taken:
                 continue
-            if kind == "fqdn":
-                kind = "hostname" if value.count(".") >= 2 else "domain"
-            if kind == "ipv6" and not _valid_ipv6(value):
+            taken = end
+            kind = self._kind(family, value)
+            if kind is not None:
+                if family in _USER_FAMILIES:
+                    end = start + len(value.rstrip(".-"))
+                hits.append(Hit(kind, start, end))
+        return hits
+
+    @property
+    def _known_hosts_i(self) -> re.Pattern[str]:
+        assert self._known_hosts is not None
+        return re.compile(self._known_hosts.pattern, re.IGNORECASE)
+
+    def _kind(self, family: int, value: str) -> str | None:
+        """The kind of a family's match, None when exempt or a pseudonym (cached)."""
+        key = (family, value)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        kind = self._classify(family, value)
+        if len(self._cache) > _CACHE_LIMIT:
+            self._cache.clear()
+        self._cache[key] = kind
+        return kind
+
+    def _classify(self, family: int, value: str) -> str | None:
+        if family in _USER_FAMILIES:
+            value = value.rstrip(".-")
+            if self._user_exempt(value) or is_pseudonym("username", value):
                 return None
-            if is_exempt(kind, value) or is_pseudonym(kind, value):
-                return None
-            return Hit(kind, *m.span(group))
+            return "username"
+        kind = _FAMILY_KINDS[family]
+        if kind == "fqdn":
+            kind = "hostname" if value.count(".") >= 2 else "domain"
+        if kind == "ipv6" and not _valid_ipv6(value):
+            return None
+        if is_exempt(kind, value) or is_pseudonym(kind, value):
+            return None
+        return kind
+
+
+def _lines_at(text: str, positions: list[int]) -> list[tuple[int, int]]:
+    """The [start, end) of every line holding one of positions (end excludes the newline)."""
+    lines: list[tuple[int, int]] = []
+    end = -1
+    for position in sorted(positions):
+        if position <= end:
+            continue
+        start = text.rfind("\n", 0, position) + 1
+        end = text.find("\n", position)
+        if end < 0:
+            end = len(text)
+        lines.append((start, end))
+    return lines
+
+
+def _trie(words: Iterable[str]) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    for word in words:
+        node = root
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+    return root
+
+
+def _trie_source(node: dict[str, Any]) -> str:
+    # Longer continuations first, then the end of a word: the same preference as
+    # an alternation of the words sorted longest first.
+    alternatives = [re.escape(char) + _trie_source(node[char]) for char in sorted(node) if char]
+    if "" in node:
+        alternatives.append("")
+    if len(alternatives) == 1:
+        return alternatives[0]
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+def _known_names_re(names: Iterable[str]) -> re.Pattern[str] | None:
+    """Whole-word names (not inside a path, a dotted word or a longer name), as a trie.
+
+    Each top-level branch starts with its literal first character and checks the
+    character before it afterwards, so the regex engine can skip fast to the
+    characters that start a name.
+    """
+    trie = _trie(names)
+    if not trie:
         return None
+    branches = [
+        f"{re.escape(char)}(?<![\\w./-]{re.escape(char)}){_trie_source(trie[char])}"
+        for char in sorted(trie)
+        if char
+    ]
+    return re.compile(rf"(?P<v>(?:{'|'.join(branches)}))(?![\w/-])")
+
+
+_F_KNOWN_USER, _F_KNOWN_HOST, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER = range(7)
+_USER_FAMILIES = frozenset(
+    {_F_KNOWN_USER, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER}
+)
+_F_EMAIL, _F_MAC, _F_IPV6, _F_IPV4, _F_FQDN = range(7, 12)
+# Family order = precedence on overlaps (known names, then the contextual user
+# names, then shapes). The e-mail family sorts after the user names but its
+# match starts before any user name inside it, so it wins where it matters.
+_FAMILY_KINDS = {
+    _F_KNOWN_HOST: "hostname",
+    _F_EMAIL: "email",
+    _F_MAC: "mac",
+    _F_IPV6: "ipv6",
+    _F_IPV4: "ipv4",
+    _F_FQDN: "fqdn",
+}
+_DIRECT_FAMILIES: tuple[tuple[int, re.Pattern[str]], ...] = (
+    (_F_URL_USER, re.compile(r"://(?P<v>[A-Za-z0-9._%+-]+)(?=(?::[^\s@/]*)?@)")),
+    (_F_HOME, re.compile(r"/home/(?P<v>" + _USER + r")")),
+)
+_HEX = "[0-9a-f]"
+_GATED_FAMILIES: tuple[tuple[int, re.Pattern[str], tuple[re.Pattern[str], ...], bool], ...] = (
+    (
+        _F_USER_KV,
+        re.compile(
+            r"(?i:\b(?:user|username|user_name|login|owner|ruser|euser|acct)\b)[\"']?[ \t]*"
+            r"[=:][ \t]*[\"']?(?P<v>" + _USER + r")"
+        ),
+        tuple(
+            re.compile(word + r"\b[\"']?[ \t]*[=:]")
+            for word in ("user(?:_?name)?", "login", "owner", "acct")
+        ),
+        True,
+    ),
+    (
+        _F_FOR_USER,
+        re.compile(r"(?i:\bfor (?:invalid |illegal )?user )[\"']?(?P<v>" + _USER + r")"),
+        (re.compile(r"for (?:invalid |illegal )?user "),),
+        True,
+    ),
+    (
+        _F_SSH_USER,
+        re.compile(r"(?i:\b(?:accepted|failed) [a-z-]+ for )(?P<v>" + _USER + r")(?= from )"),
+        (re.compile(r"accepted [a-z-]+ for "), re.compile(r"failed [a-z-]+ for ")),
+        True,
+    ),
+    (
+        _F_EMAIL,
+        re.compile(
+            r"(?<![\w.%+-])(?P<v>[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})(?![\w-])"
+        ),
+        (re.compile("@"),),
+        False,
+    ),
+    (
+        _F_MAC,
+        re.compile(
+            r"(?<![\w.-])(?P<v>[0-9A-Fa-f]{2}(?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep)){4}"
+            r"[0-9A-Fa-f]{2})(?![\w]|[:-][0-9A-Fa-f:])"
+        ),
+        (re.compile(f":(?:{_HEX}{{2}}:){{4}}"), re.compile(f"-(?:{_HEX}{{2}}-){{4}}")),
+        True,
+    ),
+    (
+        _F_IPV6,
+        re.compile(
+            r"(?<![\w:.])(?P<v>(?:[0-9A-Fa-f]{0,4}:){2,7}"
+            r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?)(?:%[\w.-]+)?(?![\w:])"
+        ),
+        (re.compile(f":(?::|(?:{_HEX}{{1,4}}:){{6}})"),),
+        True,
+    ),
+    (
+        _F_IPV4,
+        re.compile(
+            r"(?<![\w.])(?P<v>(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))(?![\w]|\.\d)"
+        ),
+        (re.compile(r"\.\d{1,3}\.\d{1,3}\.\d"),),
+        False,
+    ),
+    (
+        _F_FQDN,
+        re.compile(
+            r"(?<![\w.-])(?P<v>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
+            r"(?i:" + _TLDS + r"))(?![\w-]|\.[A-Za-z0-9])"
+        ),
+        (re.compile(r"\." + _trie_source(_trie(_TLDS.split("|"))) + r"(?![\w-]|\.[a-z0-9])"),),
+        True,
+    ),
+)
 
 
 def _valid_ipv6(value: str) -> bool:

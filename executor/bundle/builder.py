@@ -17,6 +17,10 @@ What callers may rely on:
 * Memory stays bounded: each member is redacted into an anonymous temp file
   (``spool_dir``; unlinked at creation, so nothing is left behind even after
   a crash), then framed and read out in chunks only as the consumer asks.
+* Default-rules bundles redact large log files in two worker processes
+  (:mod:`novaops.executor.bundle.parallel`) while the builder collects and
+  frames the others; members are framed in collector order, so the archive is
+  the same bytes as with one process. Scrubbed bundles use one process.
 * ``metadata.json`` is the last member and lists every other member with size
   and sha256 of the bytes in the archive.
 """
@@ -24,12 +28,15 @@ What callers may rely on:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import hashlib
 import inspect
+import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -47,6 +54,13 @@ from novaops.client.bundle.format import (
     json_bytes,
 )
 from novaops.executor.bundle.logs import DEFAULT_MAX_FILE_BYTES
+from novaops.executor.bundle.parallel import (
+    PARALLEL_MIN_BYTES,
+    RedactedFile,
+    RedactionPool,
+    open_spool,
+    remove_stale_spools,
+)
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.redact import Redactor, host_identifiers
 
@@ -74,6 +88,8 @@ class BundleOptions:
     max_file_bytes: int = 0
     return_map: bool = False
     chunk_size: int = CHUNK_SIZE
+    # Worker processes for large files (default rules only); 0 or 1: none.
+    workers: int = 2
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.include) - OPTIONAL_GROUPS)
@@ -156,6 +172,27 @@ class Member:
     mtime: float
     source: str = ""
     truncated: bool = False
+    # Being redacted by a worker: content, size and sha256 are set by resolve().
+    pending: Future[RedactedFile] | None = None
+
+    def resolve(self, redactor: Redactor) -> None:
+        """Waits for a worker's result (if any) and takes its spool file and counts."""
+        if self.pending is None:
+            return
+        result = self.pending.result()
+        self.pending = None
+        self.content.close()
+        self.content = os.fdopen(open_spool(result), "rb")
+        self.size = result.size
+        self.sha256 = result.sha256
+        redactor.add_counts(result.counts)
+
+    def discard(self) -> None:
+        """Closes the content; a pending worker's spool file is removed."""
+        self.content.close()
+        if self.pending is not None:
+            with contextlib.suppress(Exception):
+                Path(self.pending.result().spool).unlink()
 
 
 class _HashingWriter:
@@ -188,6 +225,7 @@ class CollectorContext:
         self.max_file_bytes = options.max_file_bytes or DEFAULT_MAX_FILE_BYTES
         self.spool_dir = sources.spool_dir
         self._resolved = resolved
+        self.pool: RedactionPool | None = None
 
     def skip(self, reason: str) -> NoReturn:
         raise CollectorSkipped(reason)
@@ -219,7 +257,27 @@ class CollectorContext:
         mtime: float | None = None,
         truncated: bool = False,
     ) -> Member:
-        """Redacts content (from its current position) into a spool file."""
+        """Redacts content (from its current position) into a spool file.
+
+        A large regular file (``content.name`` a path) of a default-rules bundle
+        goes to a worker process: the member is returned pending.
+        """
+        path = getattr(content, "name", None)
+        if self.pool is not None and isinstance(path, str):
+            with contextlib.suppress(OSError):
+                offset = content.tell()
+                remaining = os.fstat(content.fileno()).st_size - offset
+                if remaining >= PARALLEL_MIN_BYTES:
+                    return Member(
+                        name=self.redactor.redact_line(name),
+                        content=tempfile.TemporaryFile(dir=self.spool_dir),
+                        size=0,
+                        sha256="",
+                        mtime=self.now.timestamp() if mtime is None else mtime,
+                        source=source,
+                        truncated=truncated,
+                        pending=self.pool.submit(path, offset, self.spool_dir),
+                    )
         spool = tempfile.TemporaryFile(dir=self.spool_dir)  # noqa: SIM115 - returned open
         try:
             writer = _HashingWriter(spool)
@@ -297,30 +355,60 @@ class NodeBundleBuilder:
         records: list[dict[str, Any]] = []
         files: list[dict[str, Any]] = []
         names: set[str] = set()
-        for spec in self.collectors:
-            record: dict[str, Any] = {"name": spec.name, "group": spec.group, "files": 0}
-            records.append(record)
-            if spec.group not in self.options.groups:
-                record.update(status=STATUS_SKIPPED, error="group not included", duration_s=0.0)
-                continue
-            started = time.monotonic()
+        if self.options.workers > 1 and not self.options.scrub:
+            ctx.pool = RedactionPool(self.options.workers)
+        # Members not yet framed, in order: a pending one is being redacted by a
+        # worker while the collectors go on (at most `lookahead` of them).
+        queue: collections.deque[tuple[Member, CollectorSpec, dict[str, Any]]] = collections.deque()
+        lookahead = max(self.options.workers, 1)
+
+        def frame(item: tuple[Member, CollectorSpec, dict[str, Any]]) -> Iterator[bytes]:
+            member, spec, record = item
             try:
-                for member in spec.collect(ctx):
-                    try:
-                        member.name = _unique(member.name, names)
-                        yield from tar.add(member.name, member.content, member.size, member.mtime)
-                    finally:
-                        member.content.close()
-                    record["files"] += 1
-                    member.source = redactor.redact_line(member.source)
-                    files.append(_file_entry(member, spec.name))
-                record.update(status=STATUS_OK, error="")
-            except CollectorSkipped as skipped:
-                record.update(status=STATUS_SKIPPED, error=redactor.redact_line(str(skipped)))
+                member.resolve(redactor)
+                member.name = _unique(member.name, names)
+                yield from tar.add(member.name, member.content, member.size, member.mtime)
             except Exception as exc:
-                # Error texts can quote paths and addresses: they are redacted too.
+                # As if the collector had raised: recorded, and the bundle goes on.
                 record.update(status=STATUS_FAILED, error=redactor.redact_line(_one_line(exc)))
-            record["duration_s"] = round(time.monotonic() - started, 3)
+                return
+            finally:
+                member.discard()
+            record["files"] += 1
+            member.source = redactor.redact_line(member.source)
+            files.append(_file_entry(member, spec.name))
+
+        try:
+            for spec in self.collectors:
+                record: dict[str, Any] = {"name": spec.name, "group": spec.group, "files": 0}
+                records.append(record)
+                if spec.group not in self.options.groups:
+                    record.update(status=STATUS_SKIPPED, error="group not included", duration_s=0.0)
+                    continue
+                started = time.monotonic()
+                try:
+                    for member in spec.collect(ctx):
+                        queue.append((member, spec, record))
+                        while queue and (
+                            len(queue) > lookahead
+                            or queue[0][0].pending is None
+                            or queue[0][0].pending.done()
+                        ):
+                            yield from frame(queue.popleft())
+                    record.update(status=STATUS_OK, error="")
+                except CollectorSkipped as skipped:
+                    record.update(status=STATUS_SKIPPED, error=redactor.redact_line(str(skipped)))
+                except Exception as exc:
+                    # Error texts can quote paths and addresses: they are redacted too.
+                    record.update(status=STATUS_FAILED, error=redactor.redact_line(_one_line(exc)))
+                record["duration_s"] = round(time.monotonic() - started, 3)
+            while queue:
+                yield from frame(queue.popleft())
+        finally:
+            for member, _, _ in queue:
+                member.discard()
+            if ctx.pool is not None:
+                ctx.pool.close()
         metadata = self._metadata(now, ctx, records, files, redactor)
         with tempfile.TemporaryFile(dir=self.sources.spool_dir) as meta:
             meta.write(metadata)
@@ -434,4 +522,5 @@ def spool_dir_for(state_dir: Path) -> Path:
     path = state_dir / "bundle-spool"
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.chmod(0o700)
+    remove_stale_spools(path)
     return path

@@ -111,8 +111,12 @@ def _tail_start(fh: BinaryIO, size: int, cap: int) -> int:
 def open_host_file(root: HostRoot, host_path: str | PurePosixPath) -> BinaryIO:
     """A host file opened for reading through the root, the way HostRoot reads."""
     real = root.resolve(host_path)
-    fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    return os.fdopen(fd, "rb")
+    # Named by its real path, so a worker process can open it too (parallel.py).
+    return open(real, "rb", opener=_open_nofollow)
+
+
+def _open_nofollow(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
 
 
 def log_member(ctx: CollectorContext, name: str, fh: BinaryIO, source: str) -> Member | None:

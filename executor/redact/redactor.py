@@ -15,6 +15,14 @@ What callers may rely on:
   stream; an unterminated block removes everything to the end of the stream.
 * Lines longer than ``max_line`` characters are redacted in pieces; a secret
   straddling a piece boundary may then be missed (documented in ADR 0003).
+* Lines are separated by ``\n`` only (a lone ``\r`` or form feed is not a line end).
+
+How it is fast: text is redacted in blocks of many lines (``block_size`` bytes
+from a stream). The detectors' line gates pick the few lines of a block that can
+hold a secret (or an identifier of one family) with regexes that start with a
+literal, run over the whole block; only those lines are matched and rewritten,
+and replacements are spliced into the block. Pseudonyms and classifications are
+cached per value.
 """
 
 from __future__ import annotations
@@ -29,16 +37,18 @@ from novaops.client.bundle.detectors import (
     PEM_END_RE,
     Hit,
     IdentifierDetector,
-    find_secrets,
+    find_secrets_in,
     marker,
 )
 from novaops.executor.redact.pseudonyms import PseudonymMaps
 
 DEFAULT_MAX_LINE = 1024 * 1024
+DEFAULT_BLOCK_SIZE = 1024 * 1024
 _ENCODING = "utf-8"
 # surrogateescape round-trips bytes that are not UTF-8, so binary noise in a log
 # survives redaction byte for byte instead of turning into U+FFFD.
 _ERRORS = "surrogateescape"
+_PEM_HINT = "-----"
 
 
 class Redactor:
@@ -60,6 +70,7 @@ class Redactor:
         known_hosts: Iterable[str] = (),
         system_users: Iterable[str] = (),
         max_line: int = DEFAULT_MAX_LINE,
+        block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
         self.scrub = scrub
         self._maps = PseudonymMaps(key or os.urandom(32))
@@ -73,11 +84,17 @@ class Redactor:
             else None
         )
         self._counts: Counter[str] = Counter()
+        self._pseudonyms: dict[tuple[str, str], str] = {}
         self._max_line = max_line
+        self._block_size = max(block_size, 1)
 
     def counts(self) -> dict[str, int]:
         """Replacements made so far, per kind (never values)."""
         return dict(sorted(self._counts.items()))
+
+    def add_counts(self, counts: dict[str, int]) -> None:
+        """Adds counts made elsewhere for this bundle (a worker process)."""
+        self._counts.update(counts)
 
     def mapping(self) -> dict[str, dict[str, str]]:
         """kind -> {original: pseudonym} of every identifier replaced so far."""
@@ -85,68 +102,124 @@ class Redactor:
 
     def redact_text(self, text: str) -> str:
         """text with secrets (and, with scrub, identifiers) replaced."""
-        return "".join(self.redact_lines(text.splitlines(keepends=True)))
+        return self._redact_block(text, _PemState())
 
     def redact_lines(self, lines: Iterable[str]) -> Iterator[str]:
         """Redacts a stream of lines (line endings kept), lazily, one at a time."""
-        in_pem = False
+        pem = _PemState()
         for line in lines:
-            if in_pem:
-                end = PEM_END_RE.search(line)
-                if end is None:
-                    continue
-                in_pem = False
-                # The block's text is gone; what follows END on that line stays.
-                line = line[end.end() :]
-                if not line.strip():
-                    continue
-            begin = PEM_BEGIN_RE.search(line)
-            if begin is not None and PEM_END_RE.search(line, begin.end()) is None:
-                in_pem = True
-                self._counts["private_key"] += 1
-                yield line[: begin.start()] + marker("private_key") + "\n"
-                continue
-            yield self.redact_line(line)
+            out = self._redact_block(line, pem)
+            if out:
+                yield out
 
     def redact_line(self, line: str) -> str:
         """One line (no PEM state kept across calls)."""
-        line = self._replace(line, find_secrets(line), pseudonymize=False)
-        if self._identifiers is not None:
-            line = self._replace(line, self._identifiers.find(line), pseudonymize=True)
-        return line
+        return self._redact_block(line, _PemState())
 
     def redact_stream(self, source: BinaryIO, sink: BinaryIO) -> int:
-        """Copies source to sink redacted, line by line; returns bytes written."""
+        """Copies source to sink redacted, block by block; returns bytes written."""
         written = 0
-        for line in self.redact_lines(self._decoded_lines(source)):
-            data = line.encode(_ENCODING, _ERRORS)
-            sink.write(data)
-            written += len(data)
-        return written
+        pem = _PemState()
+        pending = b""
+        while True:
+            data = source.read(self._block_size)
+            if data:
+                pending += data
+                cut = pending.rfind(b"\n") + 1
+                if cut == 0:
+                    if len(pending) < self._max_line:
+                        continue
+                    cut = self._max_line  # a very long line: redacted in pieces
+                block, pending = pending[:cut], pending[cut:]
+            elif pending:
+                block, pending = pending, b""
+            else:
+                return written
+            out = self._redact_block(block.decode(_ENCODING, _ERRORS), pem)
+            encoded = out.encode(_ENCODING, _ERRORS)
+            sink.write(encoded)
+            written += len(encoded)
 
     def redact_bytes(self, data: bytes) -> bytes:
         return self.redact_text(data.decode(_ENCODING, _ERRORS)).encode(_ENCODING, _ERRORS)
 
-    def _decoded_lines(self, source: BinaryIO) -> Iterator[str]:
-        while True:
-            raw = source.readline(self._max_line)
-            if not raw:
-                return
-            yield raw.decode(_ENCODING, _ERRORS)
+    # ---------------------------------------------------------------- internals
 
-    def _replace(self, line: str, hits: list[Hit], *, pseudonymize: bool) -> str:
+    def _redact_block(self, text: str, pem: _PemState) -> str:
+        if not pem.open and _PEM_HINT not in text:
+            return self._redact_lines_block(text)
+        # Private key blocks span lines: walk this block line by line, handing the
+        # runs of ordinary lines between key blocks to the block redactor.
+        out: list[str] = []
+        run: list[str] = []
+        for line in text.splitlines(keepends=True) if "\n" in text else [text]:
+            if pem.open:
+                end = PEM_END_RE.search(line)
+                if end is None:
+                    continue
+                pem.open = False
+                # The block's text is gone; what follows END on that line stays.
+                line = line[end.end() :]
+                if not line.strip():
+                    continue
+            begin = PEM_BEGIN_RE.search(line) if _PEM_HINT in line else None
+            if begin is not None and PEM_END_RE.search(line, begin.end()) is None:
+                pem.open = True
+                self._counts["private_key"] += 1
+                if run:
+                    out.append(self._redact_lines_block("".join(run)))
+                    run = []
+                out.append(self._redact_lines_block(line[: begin.start()]))
+                out.append(marker("private_key") + "\n")
+                continue
+            run.append(line)
+        if run:
+            out.append(self._redact_lines_block("".join(run)))
+        return "".join(out)
+
+    def _redact_lines_block(self, text: str) -> str:
+        if not text:
+            return text
+        text = self._replace(text, find_secrets_in(text), pseudonymize=False)
+        if self._identifiers is not None:
+            text = self._replace(text, self._identifiers.find_in(text), pseudonymize=True)
+        return text
+
+    def _replace(self, text: str, hits: list[Hit], *, pseudonymize: bool) -> str:
         if not hits:
-            return line
+            return text
         pieces: list[str] = []
         position = 0
+        counts = self._counts
+        cache = self._pseudonyms
         for hit in hits:
-            pieces.append(line[position : hit.start])
-            value = line[hit.start : hit.end]
+            kind = hit.kind
+            pieces.append(text[position : hit.start])
             if pseudonymize:
-                pieces.append(self._maps.pseudonym(hit.kind, value))
+                value = text[hit.start : hit.end]
+                key = (kind, value)
+                replacement = cache.get(key)
+                if replacement is None:
+                    replacement = self._maps.pseudonym(kind, value)
+                    if len(cache) > _PSEUDONYM_CACHE:
+                        cache.clear()
+                    cache[key] = replacement
+                pieces.append(replacement)
             else:
-                pieces.append(marker(hit.kind))
-            self._counts[hit.kind] += 1
+                pieces.append(marker(kind))
+            counts[kind] += 1
             position = hit.end
-        pieces.append(line[position:])
+        pieces.append(text[position:])
         return "".join(pieces)
+
+
+_PSEUDONYM_CACHE = 1 << 18
+
+
+class _PemState:
+    """Whether a private key block is open (its lines are being dropped)."""
+
+    __slots__ = ("open",)
+
+    def __init__(self) -> None:
+        self.open = False

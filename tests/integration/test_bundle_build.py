@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import os
+import sys
 import tarfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -384,3 +385,46 @@ async def test_async_stream_resolves_async_sources_with_back_pressure(host: Path
 
 def iter_tree(root: Path) -> Iterator[Path]:
     yield from (p for p in root.rglob("*") if p.is_file())
+
+
+# ------------------------------------------------- generated tree (bench/logtree.py)
+
+_ROOT = Path(__file__).resolve().parents[2]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+
+from bench.logtree import SECRET_SEED_KINDS, make_log_tree, survivors  # noqa: E402
+
+
+def _extract_node_tar(data: bytes, dest: Path) -> None:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(dest, filter="data")
+
+
+@pytest.mark.parametrize("scrub", [False, True])
+def test_generated_tree_has_no_survivors(
+    tmp_path: Path, scrub: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import novaops.executor.bundle.builder as builder_module
+
+    # Small files go to the worker processes too, so the parallel path is tested.
+    monkeypatch.setattr(builder_module, "PARALLEL_MIN_BYTES", 64 * 1024)
+    tree = make_log_tree(tmp_path / "host", 3, seeds_per_kind=6)
+    options = BundleOptions(node="n", scrub=scrub, scrub_key=KEY, workers=2)
+    builder = NodeBundleBuilder(options, BundleSources(host_root=HostRoot(tree.root)))
+    _extract_node_tar(b"".join(builder.chunks()), tmp_path / "out")
+    # Bundle layout -> tree layout, for the seeded log files the collectors take.
+    paths: dict[str, str] = {}
+    meta = json.loads((tmp_path / "out" / "metadata.json").read_text())
+    for entry in meta["files"]:
+        if entry["source"].startswith("/"):
+            paths[entry["source"].lstrip("/")] = entry["path"]
+    seeded = [s for s in tree.seeds if s.path in paths]
+    assert {s.path for s in seeded} >= {p for p in paths if p.startswith("var/log")}
+    kinds = {s.kind for s in seeded}
+    assert kinds >= set(SECRET_SEED_KINDS) - {"aws_secret_key"}
+    left = [s for s in survivors(tree, tmp_path / "out", paths) if s.path in paths]
+    if scrub:
+        assert left == []
+    else:
+        assert [s for s in left if s.kind in SECRET_SEED_KINDS] == []

@@ -10,9 +10,11 @@ from hypothesis import strategies as st
 
 from novaops.client.bundle.detectors import (
     IdentifierDetector,
+    find_secrets,
     is_exempt,
     is_pseudonym,
     secret_kind_for_key,
+    secret_lines,
 )
 from novaops.executor.redact import Redactor
 from novaops.executor.redact.hostids import parse_hosts, parse_passwd
@@ -321,3 +323,53 @@ def _collided(redactor: Redactor) -> bool:
 def test_arbitrary_text_round_trips_and_is_idempotent(text: str) -> None:
     once = scrubber().redact_text(text)
     assert scrubber().redact_text(once) == once
+
+
+# ------------------------------------------------------------ block scanning
+
+
+def test_pair_inside_a_value_is_found() -> None:
+    # "reload:" takes "admin_password" as its value; the pair after it still counts.
+    r = Redactor(scrub=False)
+    assert "Cf6x" not in r.redact_text("config reload: admin_password = Cf6xyz\n")
+    line = '{"log": "env AWS_SECRET_ACCESS_KEY=fpW1jpqAJ080uhCRC77EM aws\\n"}'
+    assert "fpW1jpq" not in r.redact_text(line)
+
+
+def test_url_password_with_raw_at_sign() -> None:
+    assert "p@ss" not in Redactor(scrub=False).redact_text("amqp://nova:p@ssw0rd@mq:5672/")
+
+
+def test_block_and_line_redaction_agree() -> None:
+    lines = [
+        "2025-03-10 11:40:00.001 1 DEBUG REQ: curl -H 'X-Auth-Token: gAAAAAB" + "q" * 70 + "'",
+        "Mar 10 11:10:00 hv sshd[1]: Accepted publickey for alice from 10.1.2.3 port 5",
+        "plain line without anything",
+        "user=bob mac 52:54:00:aa:bb:cc fe80::1%br0 db.acme.com",
+    ]
+    text = "\n".join(lines) + "\n"
+    per_line = "".join(scrubber(known_users=["alice"]).redact_line(x + "\n") for x in lines)
+    assert scrubber(known_users=["alice"]).redact_text(text) == per_line
+
+
+_gate_text = st.lists(
+    st.sampled_from(
+        [
+            *"aAbcdeEgGhIkKlpPrsStTuvwxyYzJ_-=:\"'<>/@ ,.0123456789",
+            *("pass", "pwd", "secret", "token", "key", "auth", "cookie", "sess", "bearer ", "://"),
+            *("eyJ", "AKIA", "ghp_", "glpat-", "xoxb-", "AIza", "gAAAAA", "sk_live_", "--"),
+        ]
+    ),
+    max_size=30,
+).map("".join)
+
+
+@_settings
+@given(st.lists(_gate_text, min_size=1, max_size=4))
+def test_line_gates_cover_every_secret(lines: list[str]) -> None:
+    # The fast path only looks at gated lines: any line with a secret must be gated.
+    text = "\n".join(lines)
+    gated = {text[s:e] for s, e in secret_lines(text)}
+    for line in lines:
+        if find_secrets(line):
+            assert line in gated, line
