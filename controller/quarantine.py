@@ -23,7 +23,7 @@ from novaops.v1 import common_pb2, controller_pb2, executor_pb2
 
 log = logging.getLogger(__name__)
 
-APPLY_TIMEOUT_SECONDS = 15.0
+APPLY_TIMEOUT_SECONDS = 5.0
 
 SOURCE_NAMES = {
     common_pb2.QUARANTINE_SOURCE_MANUAL: "manual",

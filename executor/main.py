@@ -33,7 +33,7 @@ from novaops.executor.domain_events import watch_domain_states
 from novaops.executor.facts import gather_host_facts
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import LibvirtGateway
-from novaops.executor.quarantine import NodeQuarantine
+from novaops.executor.quarantine import NodeQuarantine, sync_with_controller
 from novaops.executor.recovery import ConnectionDomainControl, NetlinkLinks, RecoveryCatalogue
 from novaops.executor.registration import GrpcControllerLink, Registrar
 from novaops.executor.server import ExecutorContext, add_executor_service, evaluate_health
@@ -43,6 +43,7 @@ log = logging.getLogger("novaops.executor")
 
 PROG = "novaops-executor"
 EXIT_CANNOT_START = 2
+QUARANTINE_SYNC_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 HEARTBEAT_HEALTH_TIMEOUT_SECONDS = 1.0
 # SO_REUSEPORT is on by default in gRPC; with it a second server would share the
@@ -145,6 +146,7 @@ class Executor:
         self.port = 0
         self._registration: asyncio.Task[None] | None = None
         self._watch: asyncio.Task[None] | None = None
+        self._sync: asyncio.Task[None] | None = None
 
     def _wire_features(self, host_root: HostRoot) -> None:
         """Checks, recovery, verify-clean and bundles over the shared libvirt connection."""
@@ -172,6 +174,34 @@ class Executor:
         self.ctx.finders = finders
         self.ctx.catalogue = RecoveryCatalogue(host_root, control, finders, links=links)
         self.ctx.bundles = BundleService(self.ctx, config.log_file)
+
+    async def _sync_quarantine(self) -> None:
+        """Follow the quarantine state heartbeat responses carry (see sync_with_controller)."""
+        assert self.ctx.quarantine is not None
+        mismatch_seen = False
+        while not self._stop_watch.is_set():
+            status = self.registrar.status
+            mismatch = (
+                status.quarantined is not None
+                and status.quarantined != self.ctx.quarantine.is_quarantined()
+            )
+            # Act only on a mismatch seen twice in a row: the controller's own
+            # ApplyQuarantine (with its fence and the operator's reason) lands
+            # milliseconds after the store changes, and must win that race.
+            result = None
+            if mismatch and mismatch_seen:
+                result = await sync_with_controller(
+                    self.ctx.quarantine, status.quarantined, status.controller
+                )
+            mismatch_seen = mismatch
+            if result is not None and result.changed:
+                log.warning(
+                    "quarantine %s from the controller's record; hooks: %s",
+                    "applied" if result.quarantined else "lifted",
+                    ", ".join(result.hook_results) or "none",
+                )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_watch.wait(), QUARANTINE_SYNC_SECONDS)
 
     async def _facts(self) -> common_pb2.HostFacts:
         return await gather_host_facts(self.ctx.host_root, self.libvirt)
@@ -210,6 +240,7 @@ class Executor:
             self.config.libvirt_uri,
         )
         self._registration = asyncio.create_task(self.registrar.run(), name="registration")
+        self._sync = asyncio.create_task(self._sync_quarantine(), name="quarantine-sync")
         if self.ctx.checks is not None:
             self._watch = asyncio.create_task(
                 watch_domain_states(self.libvirt, self.ctx.checks.events, self._stop_watch),
@@ -231,7 +262,7 @@ class Executor:
         log.info("shutting down: draining for up to %.0fs", grace)
         await self.server.stop(grace)
         self._stop_watch.set()
-        for task in (self._registration, self._watch):
+        for task in (self._registration, self._watch, self._sync):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

@@ -355,3 +355,25 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+async def sync_with_controller(
+    quarantine: NodeQuarantine, stored: bool | None, controller: str | None
+) -> ApplyResult | None:
+    """Apply the controllers' stored quarantine state when it differs from ours.
+
+    The controller tells a node directly (ApplyQuarantine); this catches the case
+    where it could not (the node was unreachable then) from the state every
+    heartbeat response carries. None when there is nothing to do.
+    """
+    if stored is None or stored == quarantine.is_quarantined():
+        return None
+    state = quarantine.state
+    source = state.source if state.source in ("manual", "auto") else "manual"
+    return await quarantine.apply(
+        stored,
+        "synchronised from the controller's record (heartbeat)",
+        f"controller:{controller or 'unknown'}",
+        source,
+        state.fence_revision,
+    )

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -179,3 +181,28 @@ def test_cgroup_backend_mismatch_degrades_controls(drills: DevCluster, cgroup_v1
     assert "cgroup-kill" in cgroup["evidence"].get("degraded_controls", "")
     health = drills.json("health", "--node", "node-2", "--checks", ok=(0, 1))
     assert health[0]["facts"]["cgroup_backend"] == "v1"
+
+
+def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
+    drills: DevCluster, tmp_path: Path
+) -> None:
+    node = "node-1"
+    marker = tmp_path / "late-hook"
+    hooks = drills.node_dir(node) / "state/hooks/quarantine.d"
+    hooks.mkdir(parents=True, exist_ok=True)
+    hook = hooks / "20-late"
+    hook.write_text(f'#!/bin/sh\necho "$NOVAOPS_ACTOR" > {marker}\n')
+    hook.chmod(0o755)
+    pid = drills.pid(node)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        done = drills.json("quarantine", node, "--reason", "while it was frozen")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert done["changed"] is True
+    assert any("next heartbeat" in line for line in done["hook_results"])
+    wait_for(marker.exists, 20, "the hook run from the heartbeat sync")
+    assert marker.read_text().strip().startswith("controller:")
+    hook.unlink()
+    released = drills.json("unquarantine", node, "--reason", "thawed", "--force")
+    assert released["changed"] is True
