@@ -19,6 +19,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
+from novaops.client.listen import listen_problem
 from novaops.client.tls import server_credentials
 from novaops.controller.automation import Automation, verify_clean_on
 from novaops.controller.config import ControllerConfig
@@ -82,6 +83,9 @@ async def open_store_with_retry(store: Store, stop: asyncio.Event) -> bool:
 
 
 def bind(server: grpc.aio.Server, config: ControllerConfig) -> None:
+    problem = listen_problem(config.listen)
+    if problem is not None:
+        raise StartupError(problem)
     try:
         if config.tls.insecure:
             log.warning("INSECURE: serving without TLS on %s (tls.insecure = true)", config.listen)

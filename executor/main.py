@@ -10,10 +10,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import errno
 import logging
 import signal
-import socket
 import sys
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
@@ -22,6 +20,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
+from novaops.client.listen import listen_problem
 from novaops.client.tls import server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
@@ -63,31 +62,10 @@ def novaops_version() -> str:
 
 
 def check_port_free(listen: str) -> None:
-    """StartupError if something already listens on listen (host:port).
-
-    grpc reports a port in use by returning 0 or raising, after printing its own
-    multi-line error to stderr; probing first keeps the operator's message to one
-    line. SO_REUSEADDR as grpc sets it, so only a live listener counts as in use.
-    """
-    host, _, port = listen.rpartition(":")
-    host = host.strip("[]")
-    try:
-        addresses = socket.getaddrinfo(
-            host or None, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except (OSError, ValueError) as exc:
-        raise StartupError(f"cannot listen on {listen}: {exc}") from None
-    for family, kind, proto, _, address in addresses:
-        with socket.socket(family, kind, proto) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(address)
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise StartupError(
-                        f"cannot listen on {listen}: address already in use"
-                    ) from None
-                raise StartupError(f"cannot listen on {listen}: {exc.strerror}") from None
+    """StartupError if listen (host:port) cannot be bound (see novaops.client.listen)."""
+    problem = listen_problem(listen)
+    if problem is not None:
+        raise StartupError(problem)
 
 
 def bind(server: grpc.aio.Server, config: ExecutorConfig) -> int:
