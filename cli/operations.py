@@ -256,10 +256,15 @@ def events(
 @click.command("transfer")
 @click.option("--reason", default="", help="Why (recorded as an event).")
 @click.option("--dry-run", is_flag=True)
+@output_option
 @click.pass_context
 @handle_errors
-def leader_transfer(ctx: click.Context, reason: str, dry_run: bool) -> None:
+def leader_transfer(ctx: click.Context, reason: str, dry_run: bool, output: str) -> None:
     """Ask the leader to resign so another controller replica takes over."""
     from novaops.cli import render
 
-    render.message(client(ctx).transfer_leadership(reason=reason, dry_run=dry_run))
+    message = client(ctx).transfer_leadership(reason=reason, dry_run=dry_run)
+    if output == "json":
+        render.emit_json({"message": message, "dry_run": dry_run})
+    else:
+        render.message(message)
