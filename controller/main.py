@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
-from novaops.client.listen import listen_problem
+from novaops.client.daemon import listen_problem, setup_logging
 from novaops.client.tls import server_credentials
 from novaops.controller.automation import Automation, verify_clean_on
 from novaops.controller.config import ControllerConfig
@@ -197,17 +197,6 @@ async def serve(config: ControllerConfig) -> None:
     finally:
         await store.close()
         log.info("controller %s stopped", config.name)
-
-
-def setup_logging(log_file: Path | None) -> None:
-    handler: logging.Handler
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
-from novaops.client.listen import listen_problem
+from novaops.client.daemon import listen_problem, setup_logging
 from novaops.client.tls import server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
@@ -264,17 +264,6 @@ async def serve(config: ExecutorConfig) -> None:
         await stop.wait()
     finally:
         await executor.stop()
-
-
-def setup_logging(log_file: Path | None) -> None:
-    handler: logging.Handler
-    if log_file is not None:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        handler = logging.FileHandler(log_file)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Listening addresses of the daemons: probe before gRPC binds.
+"""Plumbing the two daemons (controller, executor) share: logging and listen probes.
 
 grpc reports a port in use by returning 0 or raising, after printing its own
 error line to stderr; probing first keeps the operator's message to one line.
@@ -7,7 +7,22 @@ error line to stderr; probing first keeps the operator's message to one line.
 from __future__ import annotations
 
 import errno
+import logging
 import socket
+import sys
+from pathlib import Path
+
+
+def setup_logging(log_file: Path | None) -> None:
+    """INFO logging to log_file (created with its folder), or to stderr."""
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file)
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def listen_problem(listen: str) -> str | None:
