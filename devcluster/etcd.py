@@ -22,7 +22,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO
 
 from novaops.devcluster.errors import DevClusterError
 
@@ -74,7 +73,6 @@ class _Member:
     data_dir: Path
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
-    log_file: IO[bytes] | None = None
 
     @property
     def client_url(self) -> str:
@@ -199,21 +197,21 @@ class EtcdCluster:
             "--logger=zap",
             "--log-outputs=stderr",
         ]
-        log_file = member.log_path.open("ab")
-        try:
-            member.process = subprocess.Popen(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                # Its own session: a Ctrl-C meant for the caller does not reach
-                # etcd before the caller's ordered shutdown does.
-                start_new_session=True,
-            )
-        except OSError as exc:
-            log_file.close()
-            raise EtcdError(f"cannot start {self._binary}: {exc.strerror}") from None
-        member.log_file = log_file
+        # The child writes through its own copy of the descriptor; ours is closed
+        # at once, so a detached member (dev up) leaves no open file behind.
+        with member.log_path.open("ab") as log_file:
+            try:
+                member.process = subprocess.Popen(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    # Its own session: a Ctrl-C meant for the caller does not reach
+                    # etcd before the caller's ordered shutdown does.
+                    start_new_session=True,
+                )
+            except OSError as exc:
+                raise EtcdError(f"cannot start {self._binary}: {exc.strerror}") from None
 
     def _healthy(self, member: _Member) -> bool:
         try:
@@ -261,9 +259,6 @@ class EtcdCluster:
                         process.kill()
                     process.wait()
             member.process = None
-        if member.log_file is not None:
-            member.log_file.close()
-            member.log_file = None
 
     def kill_member(self, index: int) -> None:
         """SIGKILL one member (a crash, not a clean stop) and reap it."""
