@@ -209,8 +209,13 @@ class Registrar:
         Returns True when the controller forgot the node (register there again),
         False when the heartbeat failed (move on to the next controller).
         """
+        # The first heartbeat goes out at once: it carries the node's health,
+        # which registration does not, so `node list` never shows it unknown for long.
+        first = True
         while True:
-            await self.sleep(interval)
+            if not first:
+                await self.sleep(interval)
+            first = False
             self._sequence += 1
             try:
                 request = controller_pb2.HeartbeatRequest(

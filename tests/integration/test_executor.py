@@ -608,10 +608,12 @@ async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
     assert sleeps[:6] == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # capped
     assert script.calls[7:] == [
         "register c2",
+        "heartbeat c2",  # at once: it carries the health registration lacks
         "heartbeat c2",
         "heartbeat c2",  # fails: c2 went away; move on to c3, then c1
         "register c3",
         "register c1",
+        "heartbeat c1",
     ]
     assert registrar.status.controller == "c1"
 
