@@ -5,7 +5,8 @@ implements it on libvirt-python; :class:`FakeLibvirt` implements it in memory fo
 unit tests. What callers may rely on:
 
 * Every method is a coroutine that never blocks the event loop: libvirt calls run
-  on a small dedicated thread pool, each bounded by ``call_timeout`` seconds.
+  on the connection's own reused daemon threads, each call bounded by ``call_timeout``
+  seconds.
 * libvirt being unreachable (bad URI, missing file, daemon down, no answer in
   time) raises :class:`LibvirtUnavailable` with a one-line message; callers report
   it as a fact. A missing domain raises :class:`DomainNotFound`.
@@ -20,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
@@ -34,6 +36,8 @@ DEFAULT_CALL_TIMEOUT_SECONDS = 5.0
 # Calls still running in their threads; beyond this a hung libvirt gets no more
 # threads and callers are told at once that it is not answering.
 _MAX_CALLS_IN_FLIGHT = 8
+# An idle libvirt worker thread ends after this long without a call.
+_WORKER_IDLE_SECONDS = 30.0
 
 # libvirt virDomainState codes (stable ABI, include/libvirt/libvirt-domain.h).
 NOSTATE, RUNNING, BLOCKED, PAUSED, SHUTDOWN, SHUTOFF, CRASHED, PMSUSPENDED = range(8)
@@ -230,6 +234,11 @@ class LibvirtConnection:
         self._in_flight = 0
         # Separate from _lock, which a hung libvirt.open() may hold indefinitely.
         self._in_flight_lock = threading.Lock()
+        # Calls waiting for a worker thread, and how many threads wait for calls.
+        self._work_queue: queue.SimpleQueue[
+            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
+        ] = queue.SimpleQueue()
+        self._idle_workers = 0
         self._connection_error_codes = {
             getattr(libvirt, name)
             for name in (
@@ -251,10 +260,12 @@ class LibvirtConnection:
         return await self._in_thread(lambda: self._run(operation))
 
     async def _in_thread(self, work: Callable[[], T]) -> T:
-        """Run work in its own daemon thread, bounded by call_timeout.
+        """Run work on one of this connection's daemon threads, bounded by call_timeout.
 
-        Daemon threads, not a pool: a libvirt call that never returns must not
-        keep the process from exiting at shutdown.
+        Daemon threads, not a ``concurrent.futures`` pool: a libvirt call that never
+        returns must not keep the process from exiting at shutdown. Threads are
+        reused (starting one per call cost more than most libvirt reads); a hung
+        call keeps its thread, and the next call gets a fresh one.
         """
         with self._in_flight_lock:
             if self._in_flight >= _MAX_CALLS_IN_FLIGHT:
@@ -263,11 +274,15 @@ class LibvirtConnection:
                     f"({self._in_flight} calls still pending)"
                 )
             self._in_flight += 1
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        threading.Thread(
-            target=self._work, args=(loop, future, work), name="libvirt-call", daemon=True
-        ).start()
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[T] = loop.create_future()
+            # Queued under the lock, so an idle worker deciding to leave sees it.
+            self._work_queue.put((loop, future, work))
+            start_thread = self._idle_workers == 0
+            if not start_thread:
+                self._idle_workers -= 1
+        if start_thread:
+            threading.Thread(target=self._worker, name="libvirt-call", daemon=True).start()
         try:
             return await asyncio.wait_for(future, self._call_timeout)
         except TimeoutError:
@@ -275,11 +290,28 @@ class LibvirtConnection:
                 f"libvirt at {self._uri} did not answer within {self._call_timeout:g}s"
             ) from None
 
+    def _worker(self) -> None:
+        """Take calls until none arrives for a while (then the thread ends)."""
+        while True:
+            try:
+                loop, future, work = self._work_queue.get(timeout=_WORKER_IDLE_SECONDS)
+            except queue.Empty:
+                with self._in_flight_lock:
+                    # A call queued between the timeout and this lock counted on
+                    # this thread being idle: serve it instead of leaving.
+                    if self._work_queue.empty():
+                        self._idle_workers -= 1
+                        return
+                continue
+            self._work(loop, future, work)
+            with self._in_flight_lock:
+                self._idle_workers += 1
+
     def _work(
         self,
         loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[T],
-        work: Callable[[], T],
+        future: asyncio.Future[Any],
+        work: Callable[[], Any],
     ) -> None:
         deliver: Callable[[], None]
         try:

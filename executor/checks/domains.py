@@ -71,6 +71,11 @@ class DomainSource(Protocol):
         """``virConnectGetCapabilities``."""
         ...
 
+    async def domains_with_xml(self, states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
+        """Every domain in one of ``states`` with its XML, sorted by name, in one read
+        (a domain that goes away meanwhile is left out)."""
+        ...
+
 
 class LibvirtDomainSource(LibvirtConnection):
     """:class:`DomainSource` on libvirt-python, sharing LibvirtConnection's machinery.
@@ -87,6 +92,23 @@ class LibvirtDomainSource(LibvirtConnection):
     async def capabilities_xml(self) -> str:
         def read(conn: Any) -> str:
             return str(conn.getCapabilities())
+
+        return await self._call(read)
+
+    async def domains_with_xml(self, states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
+        # One trip to the libvirt thread for the whole list: checks that look at
+        # every domain's devices (orphans, taps, bridge members) run each round.
+        def read(conn: Any) -> list[tuple[DomainRecord, str]]:
+            found = []
+            for record in self._list_domains(conn):
+                if record.state not in states:
+                    continue
+                try:
+                    found.append((record, str(conn.lookupByName(record.name).XMLDesc(0))))
+                except self._libvirt.libvirtError as exc:
+                    if exc.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+            return found
 
         return await self._call(read)
 
@@ -132,6 +154,14 @@ class FakeDomainSource:
     async def capabilities_xml(self) -> str:
         self._check()
         return self.capabilities
+
+    async def domains_with_xml(self, states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
+        self._check()
+        return [
+            (record, xml)
+            for record, xml in sorted(self.domains.values(), key=lambda d: d[0].name)
+            if record.state in states
+        ]
 
 
 # -- pure XML parsers ----------------------------------------------------------------------

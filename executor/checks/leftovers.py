@@ -44,7 +44,7 @@ from novaops.executor.checks.qemu_processes import (
 )
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.hostroot import HostRoot
-from novaops.executor.libvirt_access import DomainNotFound, LibvirtUnavailable
+from novaops.executor.libvirt_access import LibvirtUnavailable
 
 LOCK_FOLDERS = ("/var/lib/libvirt", "/run/libvirt")
 LOCK_SUFFIXES = (".lock", ".pid")
@@ -285,14 +285,8 @@ def evaluate_taps(ev: TapEvidence) -> list[CheckResult]:
 async def _claiming_domains(sources: CheckSources) -> dict[str, list[str]]:
     """Domain -> its taps, for every domain libvirt holds a process for."""
     claimed = {}
-    for record in await sources.domains.list_domains():
-        if record.state not in PROCESS_STATES:
-            continue
-        try:
-            spec = parse_domain_spec(await sources.domains.domain_xml(record.name))
-        except DomainNotFound:
-            continue
-        claimed[record.name] = [nic.tap for nic in spec.interfaces if nic.tap]
+    for record, xml in await sources.domains.domains_with_xml(PROCESS_STATES):
+        claimed[record.name] = [nic.tap for nic in parse_domain_spec(xml).interfaces if nic.tap]
     return claimed
 
 

@@ -29,7 +29,7 @@ from novaops.executor.checks.model import (
     result,
 )
 from novaops.executor.checks.sources import CheckSources
-from novaops.executor.libvirt_access import DomainNotFound, LibvirtUnavailable
+from novaops.executor.libvirt_access import LibvirtUnavailable
 
 IFF_UP = 0x1
 # IFLA_BRPORT_STATE values (include/uapi/linux/if_bridge.h BR_STATE_*).
@@ -369,14 +369,8 @@ def sample_bridge(node: str, bridge: str, netns: str | None, window: float) -> N
 async def expected_members(sources: CheckSources, bridge: str) -> dict[str, str]:
     """tap -> domain for every running domain's interface on bridge. LibvirtUnavailable."""
     expected = {}
-    for record in await sources.domains.list_domains():
-        if record.state not in TAP_STATES:
-            continue
-        try:
-            spec = parse_domain_spec(await sources.domains.domain_xml(record.name))
-        except DomainNotFound:
-            continue  # went away since listing
-        for nic in spec.interfaces:
+    for record, xml in await sources.domains.domains_with_xml(TAP_STATES):
+        for nic in parse_domain_spec(xml).interfaces:
             if nic.bridge == bridge and nic.tap:
                 expected[nic.tap] = record.name
     return expected

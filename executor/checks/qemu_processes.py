@@ -127,28 +127,110 @@ def read_pid_files(root: HostRoot, folder: str = QEMU_PID_DIR) -> dict[str, int 
     return pids
 
 
-def _node_marker(proc: psutil.Process) -> str | None:
+def _read_proc(pid: int, name: str) -> bytes:
+    with open(f"/proc/{pid}/{name}", "rb") as file:  # noqa: PTH123 (hot path: no Path objects)
+        return file.read()
+
+
+def _node_marker(pid: int) -> str | None:
     try:
-        return proc.environ().get(NODE_MARKER_ENV)
-    except (psutil.Error, OSError):
+        environ = _read_proc(pid, "environ")
+    except OSError:
         return None
+    prefix = NODE_MARKER_ENV.encode() + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry.removeprefix(prefix).decode(errors="replace")
+    return None
+
+
+def _maybe_qemu(raw_cmdline: bytes) -> bool:
+    """A cheap byte test that every QEMU-like command line passes (see is_qemu_like)."""
+    return b"qemu" in raw_cmdline or b"guest=" in raw_cmdline
+
+
+def split_cmdline(raw: bytes) -> list[str]:
+    """argv from /proc/<pid>/cmdline, as psutil reads it: NUL-separated, or
+    space-separated when a process rewrote its title into one string."""
+    text = raw.decode(errors="replace")
+    if text.endswith("\0"):
+        text = text[:-1]
+    if not text:
+        return []
+    if "\0" not in text and " " in text:
+        return text.split(" ")
+    return text.split("\0")
+
+
+# /proc/<pid>/stat state letters -> psutil's status names.
+_STATE_NAMES = {
+    "R": psutil.STATUS_RUNNING,
+    "S": psutil.STATUS_SLEEPING,
+    "D": psutil.STATUS_DISK_SLEEP,
+    "Z": psutil.STATUS_ZOMBIE,
+    "T": psutil.STATUS_STOPPED,
+    "t": psutil.STATUS_TRACING_STOP,
+    "X": psutil.STATUS_DEAD,
+    "I": psutil.STATUS_IDLE,
+    "P": psutil.STATUS_PARKED,
+    "W": psutil.STATUS_WAKING,
+    "K": "wake-kill",
+}
+
+
+def parse_stat_state(stat: bytes) -> str:
+    """psutil's status name from a /proc/<pid>/stat line ("" when unreadable).
+
+    The state letter follows the command name, which is in parentheses and may
+    itself contain spaces and parentheses: hence the last ")".
+    """
+    _, paren, rest = stat.rpartition(b")")
+    fields = rest.split() if paren else []
+    if not fields:
+        return ""
+    letter = fields[0].decode(errors="replace")
+    return str(_STATE_NAMES.get(letter, letter))
+
+
+def _status(pid: int) -> str:
+    try:
+        return parse_stat_state(_read_proc(pid, "stat"))
+    except OSError:
+        return ""
 
 
 def scan_qemu_processes(scope: ProcessScope, pid_file_pids: Iterable[int]) -> list[QemuProcess]:
-    """Every QEMU-like process in scope, sorted by pid (blocking; a full /proc scan)."""
+    """Every QEMU-like process in scope, sorted by pid (blocking; a full /proc scan).
+
+    Reads only each process's command line; the environment and status are read
+    for the few QEMU-like ones (a hypervisor runs hundreds of other processes).
+    """
     own_pids = set(pid_file_pids)
     found = []
-    for proc in psutil.process_iter(["pid", "cmdline", "status"]):
-        cmdline: list[str] = proc.info.get("cmdline") or []
-        if proc.pid == os.getpid() or not is_qemu_like(cmdline):
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
             continue
-        if not in_scope(scope, proc.pid, cmdline, _node_marker(proc), own_pids):
+        pid = int(entry.name)
+        try:
+            raw = _read_proc(pid, "cmdline")
+        except OSError:  # gone since the scandir, or not ours to read
             continue
+        if pid == me or not _maybe_qemu(raw):
+            continue
+        cmdline = split_cmdline(raw)
+        if not is_qemu_like(cmdline):
+            continue
+        if not in_scope(scope, pid, cmdline, _node_marker(pid), own_pids):
+            continue
+        status = _status(pid)
+        if not status:
+            continue  # exited while we looked
         found.append(
             QemuProcess(
-                pid=proc.pid,
+                pid=pid,
                 guest=guest_name(cmdline) or "",
-                status=str(proc.info.get("status") or ""),
+                status=status,
                 cmdline=" ".join(cmdline)[:200],
             )
         )

@@ -255,6 +255,10 @@ class _HangingDomains(FakeDomainSource):
         await asyncio.sleep(3600)
         return []
 
+    async def domains_with_xml(self, states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
+        await asyncio.sleep(3600)
+        return []
+
 
 async def test_a_hung_check_is_an_error_not_a_hang(tmp_path: Path) -> None:
     hanging: DomainSource = _HangingDomains()

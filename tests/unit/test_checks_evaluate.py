@@ -38,6 +38,8 @@ from novaops.executor.checks.qemu_processes import (
     in_scope,
     is_qemu_like,
     parse_pid_file,
+    parse_stat_state,
+    split_cmdline,
 )
 from novaops.v1 import common_pb2
 
@@ -226,6 +228,22 @@ def test_guest_name_and_qemu_likeness() -> None:
     standin = ["python3", "-c", "import time; time.sleep(60)", "-name", "guest=db-1"]
     assert guest_name(standin) == "db-1" and is_qemu_like(standin)
     assert not is_qemu_like(["sleep", "60"]) and guest_name(["sleep", "60"]) is None
+
+
+def test_proc_cmdline_and_stat_parsing() -> None:
+    assert split_cmdline(b"qemu-system-x86_64\0-name\0guest=a\0") == [
+        "qemu-system-x86_64",
+        "-name",
+        "guest=a",
+    ]
+    # A process that rewrote its title into one string (setproctitle), as psutil reads it.
+    assert split_cmdline(b"qemu: -name guest=b") == ["qemu:", "-name", "guest=b"]
+    assert split_cmdline(b"") == []
+    # The command name may hold spaces and parentheses; the state follows the last ")".
+    assert parse_stat_state(b"4242 (qemu (x) z) Z 1 4242 4242 0") == "zombie"
+    assert parse_stat_state(b"1 (init) S 0 1 1") == "sleeping"
+    assert parse_stat_state(b"7 (q) T 1") == "stopped"
+    assert parse_stat_state(b"garbage") == ""
 
 
 def test_process_scope_keeps_simulated_nodes_apart() -> None:
