@@ -7,7 +7,11 @@ from typing import Any
 
 import click
 
-from novaops.cli.options import client, handle_errors, ms, node_options
+from novaops.cli.options import client, exit_if_unknown_nodes, handle_errors, ms, node_options
+
+# vm health-report checks every domain of a node: more than one diag's default.
+HEALTH_REPORT_NODE_SECONDS = 60.0
+HEALTH_REPORT_OVERALL_SECONDS = 120.0
 
 DIAG_OUTPUT = click.option(
     "-o",
@@ -56,6 +60,7 @@ def run_diagnose(
         render.emit_json([c.to_json() for c in checks] + [f.to_json() for f in failures])
     elif output == "table":
         render.checks_report(checks, failures)
+    exit_if_unknown_nodes(failures)
     if any(c.status in ("fail", "error") for c in checks):
         sys.exit(EXIT_CHECK_FAILED)
     if failures:
@@ -145,30 +150,36 @@ def vm_health_report(
 ) -> None:
     """Every VM with a failing check, grouped by node (exit 1 when there is one)."""
     from novaops.cli import render
-    from novaops.client.errors import EXIT_CHECK_FAILED, EXIT_NODES_UNREACHABLE
+    from novaops.client.errors import EXIT_CHECK_FAILED, EXIT_NODES_UNREACHABLE, InvalidRequest
     from novaops.client.models import Check, NodeFailure
 
-    api = client(ctx)
+    if nodes and all_nodes:
+        raise InvalidRequest("--node and --all exclude each other; give one")
     failures: list[NodeFailure] = []
-    vms: list[tuple[str, str]] = []
-    for item in api.list_vms(list(nodes) or None):
-        if isinstance(item, NodeFailure):
-            failures.append(item)
-        else:
-            vms.extend((vm.node, vm.name) for vm in item)
     failing: list[Check] = []
-    for node, name in sorted(vms):
-        for result in api.diagnose(
-            vm=name, nodes=[node], per_node_ms=ms(node_timeout), overall_ms=ms(overall_timeout)
-        ):
-            if isinstance(result, NodeFailure):
-                failures.append(result)
-            elif result.status in ("fail", "error"):
-                failing.append(result)
+    checked: set[tuple[str, str]] = set()
+    # One fan-out: each node checks all of its domains concurrently.
+    for result in client(ctx).diagnose(
+        all_vms=True,
+        nodes=list(nodes),
+        all_nodes=not nodes,
+        per_node_ms=ms(node_timeout or HEALTH_REPORT_NODE_SECONDS),
+        overall_ms=ms(overall_timeout or HEALTH_REPORT_OVERALL_SECONDS),
+    ):
+        if isinstance(result, NodeFailure):
+            failures.append(result)
+            continue
+        checked.add((result.node, result.target))
+        if result.status in ("fail", "error"):
+            failing.append(result)
     if output == "json":
         render.emit_json([c.to_json() for c in failing] + [f.to_json() for f in failures])
     else:
-        render.checks_report(failing, failures)
+        sick = len({(c.node, c.target) for c in failing})
+        summary = f"{sick} of {len(checked)} VM(s) failing, {len(failing)} failing check(s)"
+        unreachable = render.check_summary_line([], failures).removeprefix("0 ok, 0 fail")
+        render.checks_report(failing, failures, summary + unreachable)
+    exit_if_unknown_nodes(failures)
     if failing:
         sys.exit(EXIT_CHECK_FAILED)
     if failures:

@@ -13,7 +13,14 @@ from pathlib import Path
 import click
 
 from novaops.cli.options import client as _client
-from novaops.cli.options import handle_errors, ms, node_options, output_option, selection
+from novaops.cli.options import (
+    exit_if_unknown_nodes,
+    handle_errors,
+    ms,
+    node_options,
+    output_option,
+    selection,
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -143,6 +150,7 @@ def vm_list(
         render.emit_json([v.to_json() for v in vms] + [f.to_json() for f in failures])
     else:
         render.vms_table(vms, failures)
+    exit_if_unknown_nodes(failures)
     if failures:
         sys.exit(EXIT_NODES_UNREACHABLE)
 
@@ -194,6 +202,7 @@ def health(
         render.emit_json([r.to_json() for r in reports] + [f.to_json() for f in failures])
     else:
         render.health_table(reports, failures)
+    exit_if_unknown_nodes(failures)
     if any(r.status != "healthy" for r in reports):
         sys.exit(EXIT_CHECK_FAILED)
     if failures:

@@ -11,7 +11,14 @@ from typing import Any
 
 import click
 
-from novaops.cli.options import client, handle_errors, ms, node_options, output_option
+from novaops.cli.options import (
+    client,
+    exit_if_unknown_nodes,
+    handle_errors,
+    ms,
+    node_options,
+    output_option,
+)
 
 RECOVERY_ACTIONS = (
     "restart-domain",
@@ -77,6 +84,7 @@ def recover(
         render.emit_json([s.to_json() for s in steps] + [f.to_json() for f in failures])
     else:
         render.recovery_steps(steps, failures)
+    exit_if_unknown_nodes(failures)
     if any(s.outcome == "failed" for s in steps):
         sys.exit(EXIT_CHECK_FAILED)
     if failures:

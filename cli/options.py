@@ -93,3 +93,15 @@ def selection(nodes: tuple[str, ...], all_nodes: bool) -> list[str] | None:
 
 def ms(seconds: float | None) -> int:
     return int(seconds * 1000) if seconds else 0
+
+
+def exit_if_unknown_nodes(failures: Any) -> None:
+    """Exit 2 (usage) when a named node is not registered: a typo, not an outage.
+
+    Called after rendering, before the check/unreachable exit codes, which it
+    takes precedence over.
+    """
+    from novaops.client.errors import EXIT_USAGE
+
+    if any(getattr(f, "kind", "") == "unknown_node" for f in failures):
+        sys.exit(EXIT_USAGE)

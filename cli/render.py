@@ -221,13 +221,20 @@ def check_summary_line(checks: Sequence[Any], failures: Sequence[Any]) -> str:
     for check in checks:
         counts[check.status] = counts.get(check.status, 0) + 1
     parts = [f"{n} {status}" for status, n in counts.items() if n or status in ("ok", "fail")]
-    if failures:
-        parts.append(f"{len(failures)} node{'s' if len(failures) != 1 else ''} unreachable")
+    unknown = sum(f.kind == "unknown_node" for f in failures)
+    unreachable = len(failures) - unknown
+    if unreachable:
+        parts.append(f"{unreachable} node{'s' if unreachable != 1 else ''} unreachable")
+    if unknown:
+        parts.append(f"{unknown} unknown node name{'s' if unknown != 1 else ''}")
     return ", ".join(parts)
 
 
-def checks_report(checks: Sequence[Any], failures: Sequence[Any]) -> None:
-    """Results grouped by node, colour by status, remediation under each failure."""
+def checks_report(
+    checks: Sequence[Any], failures: Sequence[Any], summary: str | None = None
+) -> None:
+    """Results grouped by node, colour by status, remediation under each failure;
+    then ``summary`` (default: counts per status and unreachable nodes)."""
     console = _console()
     nodes = sorted({c.node for c in checks} | {f.node for f in failures})
     for node in nodes:
@@ -243,7 +250,7 @@ def checks_report(checks: Sequence[Any], failures: Sequence[Any]) -> None:
                 for number, step in enumerate(check.remediation, 1):
                     command = f"\n          $ {step.command}" if step.command else ""
                     console.print(escape(f"        {number}. {step.description}{command}"))
-    console.print(check_summary_line(checks, failures))
+    console.print(summary if summary is not None else check_summary_line(checks, failures))
 
 
 def emit_jsonl(document: Any) -> None:

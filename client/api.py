@@ -292,6 +292,7 @@ class NovaopsClient:
         container: str = "",
         network: str = "",
         host: bool = False,
+        all_vms: bool = False,
         nodes: Iterable[str] | None = None,
         all_nodes: bool = False,
         per_node_ms: int = 0,
@@ -299,11 +300,14 @@ class NovaopsClient:
     ) -> Iterator[Check | NodeFailure]:
         """Diagnostic check results as nodes produce them (exactly one target).
 
-        For a VM without nodes, the controller finds the node(s) hosting it.
+        For a VM without nodes (or with ``all_nodes``), the controller finds the
+        node(s) hosting it; nodes it could not ask are then yielded as failures
+        when no node that answered has it. ``all_vms`` checks every domain of
+        each addressed node.
         """
-        chosen = [bool(vm), bool(container), bool(network), host]
+        chosen = [bool(vm), bool(container), bool(network), host, all_vms]
         if sum(chosen) != 1:
-            raise InvalidRequest("diagnose exactly one of vm, container, network or host")
+            raise InvalidRequest("diagnose exactly one of vm, container, network, host or all_vms")
         inner = executor_pb2.DiagnoseRequest()
         if vm:
             inner.vm = vm
@@ -311,6 +315,8 @@ class NovaopsClient:
             inner.container = container
         elif network:
             inner.network = network
+        elif all_vms:
+            inner.all_vms = True
         else:
             inner.host = True
         names = list(nodes or [])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import TypeVar
@@ -169,8 +170,11 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
 
     # -- diagnostics and inventory -------------------------------------------------
 
-    async def _locate_vm(self, context: AioContext, vm: str, per_node: float) -> list[str]:
-        """Nodes whose inventory lists the domain (asked of every up node)."""
+    async def _locate_vm(
+        self, context: AioContext, vm: str, per_node: float, overall: float
+    ) -> tuple[list[str], list[common_pb2.NodeError]]:
+        """Nodes whose inventory lists the domain (every registered node is asked),
+        and an error for each node that could not be asked (down, unreachable, slow)."""
         try:
             records = await self.ctx.store.list_nodes()
         except StoreError as exc:
@@ -183,10 +187,13 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
 
         targets = [FanoutTarget(r.name, r.address, r.up) for r in records]
         hosts = []
-        async for outcome in fan_out(targets, call, per_node=per_node, overall=per_node + 1):
-            if outcome.result is not None and any(d.name == vm for d in outcome.result.domains):
+        errors = []
+        async for outcome in fan_out(targets, call, per_node=per_node, overall=overall):
+            if outcome.error is not None:
+                errors.append(outcome.error)
+            elif outcome.result is not None and any(d.name == vm for d in outcome.result.domains):
                 hosts.append(outcome.node)
-        return sorted(hosts)
+        return sorted(hosts), errors
 
     async def Diagnose(
         self, request: controller_pb2.FleetDiagnoseRequest, context: AioContext
@@ -196,19 +203,33 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         if target is None:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "say what to diagnose: vm, container, network or host",
+                "say what to diagnose: vm, container, network, host or all_vms",
             )
         selector = request.selector
-        if target == "vm" and not selector.all and not selector.nodes:
-            per_node = (request.deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
-            hosts = await self._locate_vm(context, request.diagnose.vm, per_node)
+        deadlines = request.deadlines
+        if target == "vm" and not selector.nodes:
+            # No node named (or --all): diagnose the VM where the inventory finds it.
+            # The lookup is charged to the overall deadline.
+            started = time.monotonic()
+            per_node = (deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
+            overall = (deadlines.overall_ms or self.ctx.config.overall_ms) / 1000
+            hosts, errors = await self._locate_vm(context, request.diagnose.vm, per_node, overall)
             if not hosts:
-                await context.abort(
-                    grpc.StatusCode.NOT_FOUND,
-                    f"no up node lists a domain named {request.diagnose.vm!r}; "
-                    "name the node with --node",
-                )
+                if not errors:
+                    await context.abort(
+                        grpc.StatusCode.NOT_FOUND,
+                        f"no node lists a domain named {request.diagnose.vm!r}",
+                    )
+                # Not found on the nodes that answered: the ones that did not are
+                # where it may be, so they are named rather than hidden.
+                for error in errors:
+                    yield controller_pb2.DiagnoseResult(error=error)
+                return
             selector = common_pb2.NodeSelector(nodes=hosts)
+            left_ms = max(1, int((overall - (time.monotonic() - started)) * 1000))
+            deadlines = common_pb2.FanoutDeadlines(
+                per_node_ms=int(per_node * 1000), overall_ms=left_ms
+            )
         elif not selector.all and not selector.nodes:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "name the nodes (--node NAME) or --all"
@@ -220,7 +241,7 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             stream = self.ctx.executors.stub(target.address).Diagnose(inner, timeout=timeout)
             return stream
 
-        async for outcome in self._fan_out(context, selector, request.deadlines, call):
+        async for outcome in self._fan_out(context, selector, deadlines, call):
             if outcome.error is not None:
                 yield controller_pb2.DiagnoseResult(error=outcome.error)
             elif outcome.result is not None:
@@ -249,12 +270,16 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         if not request.vm:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "a VM name is required")
         per_node = (request.deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
-        hosts = (
-            [request.node] if request.node else await self._locate_vm(context, request.vm, per_node)
-        )
+        hosts: list[str] = [request.node]
+        errors: list[common_pb2.NodeError] = []
+        if not request.node:
+            hosts, errors = await self._locate_vm(context, request.vm, per_node, per_node + 1)
         if not hosts:
+            unasked = "; ".join(e.message for e in errors[:3])
             await context.abort(
-                grpc.StatusCode.NOT_FOUND, f"no up node lists a domain named {request.vm!r}"
+                grpc.StatusCode.NOT_FOUND,
+                f"no node lists a domain named {request.vm!r}"
+                + (f" (not asked: {unasked})" if unasked else ""),
             )
         if len(hosts) > 1:
             await context.abort(

@@ -16,6 +16,7 @@ not answer, and ``domain_xml`` raises
 
 from __future__ import annotations
 
+import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -196,8 +197,12 @@ class DomainSpec:
     interfaces: tuple[InterfaceSpec, ...]
 
 
+@functools.lru_cache(maxsize=1024)
 def parse_domain_spec(domain_xml: str) -> DomainSpec:
     """Disks with a file/block source and interfaces with a bridge, from a domain's XML.
+
+    Cached by the XML text (the result is immutable): every health poll reads
+    every domain's XML, which changes only when the domain does.
 
     Network-backed disks (rbd, iscsi) and cdrom slots without media are left
     out: there is no host file to verify. ``type='network'`` interfaces are kept
@@ -266,6 +271,13 @@ def _int(text: str) -> int:
 
 def parse_capabilities(capabilities_xml: str) -> tuple[str, list[str]]:
     """(host CPU arch, sorted "arch/domain-type" pairs guests can use) from capabilities."""
+    host_arch, guests = _parse_capabilities(capabilities_xml)
+    return host_arch, list(guests)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_capabilities(capabilities_xml: str) -> tuple[str, tuple[str, ...]]:
+    # Cached: the capabilities document changes only with the host's libvirt/QEMU.
     root = ET.fromstring(capabilities_xml)
     host_arch = root.findtext("./host/cpu/arch", "")
     guests = set()
@@ -275,4 +287,4 @@ def parse_capabilities(capabilities_xml: str) -> tuple[str, list[str]]:
             continue
         for domain in arch.iterfind("domain"):
             guests.add(f"{arch.get('name', '')}/{domain.get('type', '')}")
-    return host_arch, sorted(guests)
+    return host_arch, tuple(sorted(guests))

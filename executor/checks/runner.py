@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from novaops.executor.checks import container, host, leftovers, network, vm
 from novaops.executor.checks.model import CheckResult, error_result
 from novaops.executor.checks.sources import CheckSources
+from novaops.executor.libvirt_access import LibvirtUnavailable
 from novaops.v1 import executor_pb2
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class TargetKind(enum.StrEnum):
     CONTAINER = "container"
     NETWORK = "network"
     HOST = "host"
+    ALL_VMS = "all_vms"
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,8 @@ class DiagnoseTarget:
             raise ValueError("DiagnoseRequest names no target")
         if which == "host":
             return DiagnoseTarget(TargetKind.HOST)
+        if which == "all_vms":
+            return DiagnoseTarget(TargetKind.ALL_VMS, "")
         name = str(getattr(request, which))
         if not name:
             raise ValueError(f"DiagnoseRequest.{which} is empty")
@@ -127,6 +131,8 @@ HEALTH_PARTS = (
     "host.locks",
     "host.taps",
 )
+# How many domains ``all_vms`` checks at once.
+VM_CONCURRENCY = 4
 # The clean baseline of verify-clean: no leftovers.
 CLEAN_BASELINE_PARTS = ("host.orphans", "host.locks", "host.taps")
 
@@ -156,6 +162,10 @@ async def run_diagnose(target: DiagnoseTarget, sources: CheckSources) -> AsyncIt
         for item in await _bounded(check_id, target.name, timeout, part(sources, target.name)):
             yield item
         return
+    if target.kind is TargetKind.ALL_VMS:
+        async for item in _every_vm(sources, timeout):
+            yield item
+        return
     pending = [
         asyncio.ensure_future(_bounded(check_id, "host", timeout, part(sources)))
         for check_id, part in HOST_PARTS.items()
@@ -166,6 +176,31 @@ async def run_diagnose(target: DiagnoseTarget, sources: CheckSources) -> AsyncIt
                 yield item
     finally:
         for task in pending:  # the consumer went away (RPC cancelled): stop the rest
+            task.cancel()
+
+
+async def _every_vm(sources: CheckSources, timeout: float) -> AsyncIterator[CheckResult]:
+    """The vm checks of every domain, at most VM_CONCURRENCY at once, each domain's
+    results together as soon as it is done (a domain's checks sample CPU over a
+    window, so running them one after another would take domains x window)."""
+    try:
+        records = await sources.domains.list_domains()
+    except LibvirtUnavailable as exc:
+        yield error_result("vm.domain", "", f"cannot list domains: {exc}")
+        return
+    gate = asyncio.Semaphore(VM_CONCURRENCY)
+
+    async def one(name: str) -> list[CheckResult]:
+        async with gate:
+            return await _bounded("vm", name, timeout, _vm(sources, name))
+
+    pending = [asyncio.ensure_future(one(record.name)) for record in records]
+    try:
+        for finished in asyncio.as_completed(pending):
+            for item in await finished:
+                yield item
+    finally:
+        for task in pending:
             task.cancel()
 
 

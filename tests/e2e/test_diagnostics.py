@@ -76,6 +76,42 @@ def test_a_hung_node_gets_a_deadline_error_while_others_complete(five: DevCluste
     assert result.returncode in (1, 3)
 
 
+def test_vm_health_report_is_one_fan_out_over_every_vm(five: DevCluster) -> None:
+    result = five.cli("vm", "health-report", "--output", "json")
+    assert result.returncode == 1, result.stderr
+    items = json.loads(result.stdout)
+    assert all(i["status"] in ("fail", "error") for i in items), items
+    domain_failures = {(i["node"], i["target"]) for i in items if i["check_id"] == "vm.domain"}
+    for node in NODES:  # every simulated node has a crashed and a paused domain
+        assert (node, f"{node}-db-1") in domain_failures
+        assert (node, f"{node}-cache-1") in domain_failures
+    healthy = five.cli("diag", "vm", "node-2-web-1", "--output", "json")
+    assert healthy.returncode == 0, healthy.stdout
+    assert not any(i["target"] == "node-2-web-1" for i in items)
+    table = five.cli("vm", "health-report")
+    assert "VM(s) failing" in table.stdout.strip().splitlines()[-1]
+
+
+def test_diag_vm_hosted_on_a_hung_node_names_that_node(five: DevCluster) -> None:
+    pid = five.pid("node-2")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        result = five.cli("diag", "vm", "node-2-web-1", "--node-timeout", "2", "--output", "json")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    # The nodes that answered do not have it; the one that did not is named.
+    items = json.loads(result.stdout)
+    assert result.returncode == 3, result.stderr
+    assert [i["node"] for i in items] == ["node-2"]
+    assert items[0]["error"]["kind"] in ("deadline_exceeded", "down")
+
+
+def test_an_unknown_node_name_is_a_usage_error(five: DevCluster) -> None:
+    result = five.cli("diag", "host", "--node", "node-1", "--node", "node-99")
+    assert result.returncode == 2, result.stdout
+    assert result.stdout.strip().splitlines()[-1].endswith("1 unknown node name")
+
+
 def test_an_executor_killed_mid_fan_out_is_an_explicit_error(five: DevCluster) -> None:
     victim = five.pid("node-5")
     # Stopped first, so the kill lands while its call is certainly in flight.

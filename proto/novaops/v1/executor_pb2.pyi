@@ -49,21 +49,24 @@ class GetInventoryRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DiagnoseRequest(_message.Message):
-    __slots__ = ("vm", "container", "network", "host")
+    __slots__ = ("vm", "container", "network", "host", "all_vms")
     VM_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    ALL_VMS_FIELD_NUMBER: _ClassVar[int]
     vm: str
     container: str
     network: str
     host: bool
+    all_vms: bool
     def __init__(
         self,
         vm: _Optional[str] = ...,
         container: _Optional[str] = ...,
         network: _Optional[str] = ...,
         host: _Optional[bool] = ...,
+        all_vms: _Optional[bool] = ...,
     ) -> None: ...
 
 class RecoverRequest(_message.Message):
