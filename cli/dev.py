@@ -6,6 +6,7 @@ The work is done by ``novaops.devcluster`` (imported inside the commands so
 
 from __future__ import annotations
 
+import importlib
 import sys
 import time
 from pathlib import Path
@@ -35,6 +36,21 @@ def _fail(message: str, code: int = 2) -> None:
 
     render.error(message)
     sys.exit(code)
+
+
+def _require_devcluster() -> None:
+    """Exit with a one-line error when this install cannot import the dev-cluster package.
+
+    It runs executors and a controller, so it needs their extras (psutil,
+    libvirt-python, pyroute2, ...); a base install (client and CLI) has none.
+    """
+    try:
+        importlib.import_module("novaops.devcluster")
+    except ImportError as exc:
+        _fail(
+            f"novaops dev needs the executor and controller extras (missing: {exc.name}); "
+            "install them with: pip install 'novaops[all]'"
+        )
 
 
 def _setting(item: str) -> tuple[str, str | int | float | bool]:
@@ -132,6 +148,7 @@ def dev_up(
     automation_settings: tuple[str, ...],
 ) -> None:
     """Start a controller and N simulated hypervisor nodes (their faults included)."""
+    _require_devcluster()
     from novaops import devcluster
     from novaops.cli import render
 
@@ -179,6 +196,7 @@ def dev_up(
 @OUTPUT
 def dev_status(state_dir: Path, output: str) -> None:
     """Each process of the dev cluster: role, name, pid, address, running."""
+    _require_devcluster()
     from novaops import devcluster
     from novaops.cli import render
 
@@ -205,6 +223,7 @@ def dev_status(state_dir: Path, output: str) -> None:
 @OUTPUT
 def dev_down(state_dir: Path, timeout: float, output: str) -> None:
     """Stop every process of the dev cluster (executors, controller, etcd)."""
+    _require_devcluster()
     from novaops import devcluster
     from novaops.cli import render
 

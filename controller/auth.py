@@ -28,10 +28,3 @@ async def require(context: AioContext, needed: Role, *, insecure: bool) -> Ident
             f"this call needs the {needed.value} role; caller is {identity}",
         )
     return identity
-
-
-async def unimplemented(context: AioContext, feature: str, issue: int) -> None:
-    """Abort with UNIMPLEMENTED naming the feature still owed (and its issue)."""
-    await context.abort(
-        grpc.StatusCode.UNIMPLEMENTED, f"{feature} is not built yet (tracked in issue #{issue})"
-    )
