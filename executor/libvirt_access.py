@@ -14,6 +14,10 @@ unit tests. What callers may rely on:
   libvirtd restart heals without restarting the executor.
 * Domain states are libvirt ``virDomainState`` codes; state reasons are already
   symbolic (``VIR_DOMAIN_PAUSED_USER`` -> ``"user"``), see :func:`state_reason_name`.
+* ``DomainRecord.uptime_seconds`` is the age of the domain's QEMU process, whose
+  pid libvirt keeps in ``<host root>/run/libvirt/qemu/<name>.pid``; 0 for an
+  inactive domain, when the connection was given no host root, or when the pid
+  file is missing or names no live process.
 """
 
 from __future__ import annotations
@@ -23,10 +27,16 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar
+
+import psutil
+
+from novaops.executor.checks.qemu_processes import QEMU_PID_DIR, parse_pid_file
+from novaops.executor.hostroot import HostRoot
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +104,11 @@ _REASONS: dict[int, tuple[str, ...]] = {
     CRASHED: ("unknown", "panicked"),
     PMSUSPENDED: ("unknown",),
 }
+
+
+# States in which libvirt holds a QEMU process for the domain (a crashed domain with
+# on_crash=preserve keeps its process), so it has an uptime.
+ACTIVE_STATES = frozenset({RUNNING, BLOCKED, PAUSED, SHUTDOWN, CRASHED, PMSUSPENDED})
 
 
 def state_reason_name(state: int, reason: int) -> str:
@@ -219,9 +234,19 @@ def _non_negative(values: Iterable[Any]) -> list[int]:
 
 
 class LibvirtConnection:
-    """The real gateway on libvirt-python (``libvirt.open(uri)``)."""
+    """The real gateway on libvirt-python (``libvirt.open(uri)``).
 
-    def __init__(self, uri: str, *, call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS) -> None:
+    ``host_root`` is where libvirt's pid files are read for uptimes (None: no
+    uptimes).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS,
+        host_root: HostRoot | None = None,
+    ) -> None:
         import libvirt
 
         self._libvirt = libvirt
@@ -229,6 +254,7 @@ class LibvirtConnection:
         libvirt.registerErrorHandler(_ignore_libvirt_error, None)
         self._uri = uri
         self._call_timeout = call_timeout
+        self._host_root = host_root
         self._conn: Any = None
         self._lock = threading.Lock()
         self._in_flight = 0
@@ -412,8 +438,12 @@ class LibvirtConnection:
             autostart = bool(dom.autostart())
         except self._libvirt.libvirtError:
             autostart = False  # transient domains have no autostart setting
+        name = dom.name()
+        uptime = 0
+        if self._host_root is not None and state in ACTIVE_STATES:
+            uptime = domain_uptime_seconds(self._host_root, name)
         return DomainRecord(
-            name=dom.name(),
+            name=name,
             uuid=dom.UUIDString(),
             state=state,
             reason=state_reason_name(state, reason),
@@ -421,6 +451,7 @@ class LibvirtConnection:
             memory_kib=max_mem_kib,
             persistent=persistent,
             autostart=autostart,
+            uptime_seconds=uptime,
         )
 
     async def domain_counters(self, name: str) -> DomainCounters:
@@ -473,6 +504,22 @@ class LibvirtConnection:
             log.warning("closing the libvirt connection: %s", exc)
 
 
+def domain_uptime_seconds(root: HostRoot, name: str, *, now: float | None = None) -> int:
+    """Seconds since the process in the domain's libvirt pid file started; 0 when the
+    pid file is missing or unparsable or its process is gone (blocking: a file read)."""
+    try:
+        pid = parse_pid_file(root.read_text(f"{QEMU_PID_DIR}/{name}.pid"))
+    except OSError:
+        return 0
+    if pid is None:
+        return 0
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        return 0
+    return max(int((time.time() if now is None else now) - started), 0)
+
+
 def _ignore_libvirt_error(_ctx: object, _error: object) -> None:
     return None
 
@@ -493,6 +540,7 @@ class FakeDomain:
     memory_kib: int = 1_048_576
     persistent: bool = True
     autostart: bool = False
+    uptime_seconds: int = 0
     counters: DomainCounters = field(default_factory=DomainCounters)
 
 
@@ -537,6 +585,7 @@ class FakeLibvirt:
                 memory_kib=d.memory_kib,
                 persistent=d.persistent,
                 autostart=d.autostart,
+                uptime_seconds=d.uptime_seconds if d.state in ACTIVE_STATES else 0,
             )
             for d in sorted(self.domains.values(), key=lambda d: d.name)
         ]

@@ -95,8 +95,9 @@ class Executor:
         # One connection for inventory, checks and recovery: the libvirt test driver
         # keeps one in-memory host per connection, so a second one would not see
         # (or make) the same changes.
-        self.libvirt = libvirt or LibvirtDomainSource(config.libvirt_uri)
         host_root = HostRoot(config.host_root)
+        # The host root holds libvirt's pid files, which give domains their uptime.
+        self.libvirt = libvirt or LibvirtDomainSource(config.libvirt_uri, host_root=host_root)
         self.ctx = ExecutorContext(
             node=config.node,
             version=novaops_version(),

@@ -1,0 +1,100 @@
+"""LibvirtConnection on the libvirt test driver: uptimes from a real stand-in process
+behind a pid file under a tmp host root."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from novaops.executor.hostroot import HostRoot
+from novaops.executor.libvirt_access import PAUSED, RUNNING, SHUTOFF, LibvirtConnection
+
+pytest.importorskip("libvirt")
+pytestmark = pytest.mark.timeout(60)
+
+TEST_NS = "http://libvirt.org/schemas/domain/test/1.0"
+
+
+def _domain(name: str, runstate: int | None = None) -> str:
+    state = f"<test:runstate>{runstate}</test:runstate>" if runstate is not None else ""
+    return (
+        f"<domain type='test' xmlns:test='{TEST_NS}'><name>{name}</name>"
+        f"<memory>262144</memory><vcpu>1</vcpu><os><type>hvm</type></os>{state}</domain>"
+    )
+
+
+@pytest.fixture
+def node_xml(tmp_path: Path) -> Path:
+    path = tmp_path / "node.xml"
+    path.write_text(
+        "<node>"
+        + _domain("web-1")
+        + _domain("web-2")
+        + _domain("old-1", SHUTOFF)
+        + _domain("db-1", PAUSED)
+        + "</node>"
+    )
+    return path
+
+
+@pytest.fixture
+def standin(tmp_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """A stand-in QEMU for web-1, at least a second old, its pid in libvirt's pid file;
+    old-1 (shut off) has a pid file too, left behind, naming the same live process."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "-name", "guest=web-1"],
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        pid_dir = tmp_path / "root/run/libvirt/qemu"
+        pid_dir.mkdir(parents=True)
+        (pid_dir / "web-1.pid").write_text(f"{proc.pid}\n")
+        (pid_dir / "old-1.pid").write_text(f"{proc.pid}\n")
+        (pid_dir / "db-1.pid").write_text("not a pid\n")
+        started = psutil.Process(proc.pid).create_time()
+        time.sleep(max(started + 1.2 - time.time(), 0))
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
+@pytest.fixture
+async def connection(node_xml: Path, tmp_path: Path) -> AsyncIterator[LibvirtConnection]:
+    conn = LibvirtConnection(f"test://{node_xml}", host_root=HostRoot(tmp_path / "root"))
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def test_uptime_comes_from_the_pid_file_process(
+    connection: LibvirtConnection, standin: subprocess.Popen[bytes]
+) -> None:
+    before = time.time() - psutil.Process(standin.pid).create_time()
+    records = {r.name: r for r in await connection.list_domains()}
+    after = time.time() - psutil.Process(standin.pid).create_time()
+    web = records["web-1"]
+    assert web.state == RUNNING
+    assert web.uptime_seconds >= 1
+    assert int(before) <= web.uptime_seconds <= int(after) + 1
+    assert records["web-2"].uptime_seconds == 0  # running, but no pid file
+    assert records["old-1"].state == SHUTOFF
+    assert records["old-1"].uptime_seconds == 0  # shut off: a left-over pid file is no uptime
+    assert records["db-1"].uptime_seconds == 0  # paused, unparsable pid file
+
+
+async def test_no_host_root_means_no_uptime(
+    node_xml: Path, standin: subprocess.Popen[bytes]
+) -> None:
+    conn = LibvirtConnection(f"test://{node_xml}")
+    try:
+        assert {r.uptime_seconds for r in await conn.list_domains()} == {0}
+    finally:
+        await conn.close()
