@@ -18,6 +18,10 @@ unit tests. What callers may rely on:
   pid libvirt keeps in ``<host root>/run/libvirt/qemu/<name>.pid``; 0 for an
   inactive domain, when the connection was given no host root, or when the pid
   file is missing or names no live process.
+* Lifecycle events (:class:`LifecycleSource`): libvirt's default event loop is
+  registered once per process, before any connection opens, and run on a daemon
+  thread; listeners are called on that thread with symbolic names
+  (:func:`lifecycle_event_name`) and stay registered across reconnects.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import psutil
 
@@ -109,6 +113,46 @@ _REASONS: dict[int, tuple[str, ...]] = {
 # States in which libvirt holds a QEMU process for the domain (a crashed domain with
 # on_crash=preserve keeps its process), so it has an uptime.
 ACTIVE_STATES = frozenset({RUNNING, BLOCKED, PAUSED, SHUTDOWN, CRASHED, PMSUSPENDED})
+
+# virDomainEventType codes and, per type, its detail names in libvirt's numbering
+# (virDomainEvent<Type>DetailType); names are the symbols' suffixes in lower case.
+_LIFECYCLE_EVENTS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("defined", ("added", "updated", "renamed", "from_snapshot")),
+    ("undefined", ("removed", "renamed")),
+    ("started", ("booted", "migrated", "restored", "from_snapshot", "wakeup", "recreated")),
+    (
+        "suspended",
+        (
+            "paused",
+            "migrated",
+            "ioerror",
+            "watchdog",
+            "restored",
+            "from_snapshot",
+            "api_error",
+            "postcopy",
+            "postcopy_failed",
+        ),
+    ),
+    ("resumed", ("unpaused", "migrated", "from_snapshot", "postcopy", "postcopy_failed")),
+    (
+        "stopped",
+        ("shutdown", "destroyed", "crashed", "migrated", "saved", "failed", "from_snapshot"),
+    ),
+    ("shutdown", ("finished", "guest", "host")),
+    ("pmsuspended", ("memory", "disk")),
+    ("crashed", ("panicked", "crashloaded")),
+)
+
+
+def lifecycle_event_name(event: int, detail: int) -> tuple[str, str]:
+    """(event, detail) names of a lifecycle callback's codes, e.g. (3, 2) ->
+    ("suspended", "ioerror"); ``"event-<n>"``/``"detail-<n>"`` for newer codes."""
+    if 0 <= event < len(_LIFECYCLE_EVENTS):
+        name, details = _LIFECYCLE_EVENTS[event]
+    else:
+        name, details = f"event-{event}", ()
+    return name, details[detail] if 0 <= detail < len(details) else f"detail-{detail}"
 
 
 def state_reason_name(state: int, reason: int) -> str:
@@ -189,6 +233,25 @@ class DomainCounters:
     interfaces: tuple[InterfaceCounters, ...] = ()
 
 
+# (domain, event, detail) with libvirt's symbolic names; called on libvirt's event thread.
+LifecycleListener = Callable[[str, str, str], None]
+
+
+@runtime_checkable
+class LifecycleSource(Protocol):
+    """A gateway that pushes domain lifecycle events as libvirt reports them."""
+
+    async def add_lifecycle_listener(self, listener: LifecycleListener) -> bool:
+        """Call listener for every lifecycle event from now on (across reconnects)
+        until removed. True when libvirt pushes events now; False when it cannot
+        yet (libvirt down: retried on reconnect) or at all (a driver without events)."""
+        ...
+
+    def remove_lifecycle_listener(self, listener: LifecycleListener) -> None:
+        """Stop calling listener (an unknown listener is ignored)."""
+        ...
+
+
 class LibvirtGateway(Protocol):
     """The libvirt operations the executor uses."""
 
@@ -233,11 +296,44 @@ def _non_negative(values: Iterable[Any]) -> list[int]:
     return [max(int(v), 0) for v in values]
 
 
+_event_loop_lock = threading.Lock()
+_event_loop_ready: bool | None = None  # None: not tried yet
+
+
+def _start_event_loop(libvirt: Any) -> bool:
+    """Register libvirt's default event loop and run it on a daemon thread, once per
+    process. It must precede every connection: the remote driver watches its socket
+    (async events, keepalive) only through an event loop present when it opens."""
+    global _event_loop_ready
+    with _event_loop_lock:
+        if _event_loop_ready is None:
+            try:
+                libvirt.virEventRegisterDefaultImpl()
+            except libvirt.libvirtError as exc:
+                log.warning("no libvirt event loop, lifecycle events are polled: %s", exc)
+                _event_loop_ready = False
+            else:
+                threading.Thread(
+                    target=_run_event_loop, args=(libvirt,), name="libvirt-events", daemon=True
+                ).start()
+                _event_loop_ready = True
+        return _event_loop_ready
+
+
+def _run_event_loop(libvirt: Any) -> None:
+    while True:
+        try:
+            libvirt.virEventRunDefaultImpl()
+        except libvirt.libvirtError as exc:  # pragma: no cover - libvirt's loop broke
+            log.warning("libvirt event loop: %s", _one_line(exc))
+            time.sleep(1.0)
+
+
 class LibvirtConnection:
     """The real gateway on libvirt-python (``libvirt.open(uri)``).
 
     ``host_root`` is where libvirt's pid files are read for uptimes (None: no
-    uptimes).
+    uptimes). It also implements :class:`LifecycleSource`.
     """
 
     def __init__(
@@ -252,10 +348,16 @@ class LibvirtConnection:
         self._libvirt = libvirt
         # libvirt prints every error to stderr by default; ours are reported as facts.
         libvirt.registerErrorHandler(_ignore_libvirt_error, None)
+        self._events_ready = _start_event_loop(libvirt)
         self._uri = uri
         self._call_timeout = call_timeout
         self._host_root = host_root
         self._conn: Any = None
+        # The lifecycle callback's id on _conn (None: not registered there).
+        self._callback_id: int | None = None
+        # Replaced, never mutated: the event thread reads it without a lock.
+        self._listeners: tuple[LifecycleListener, ...] = ()
+        self._listeners_lock = threading.Lock()
         self._lock = threading.Lock()
         self._in_flight = 0
         # Separate from _lock, which a hung libvirt.open() may hold indefinitely.
@@ -376,13 +478,67 @@ class LibvirtConnection:
                 raise LibvirtUnavailable(
                     f"cannot connect to libvirt at {self._uri}: {_one_line(exc)}"
                 ) from None
+            self._register_lifecycle_locked()
             return self._conn
 
     def _close_locked(self) -> None:
         conn, self._conn = self._conn, None
+        callback_id, self._callback_id = self._callback_id, None
         if conn is not None:
+            # A registered callback holds a reference on the connection: without
+            # deregistering, close() would leave it open (and still pushing).
+            if callback_id is not None:
+                with contextlib.suppress(self._libvirt.libvirtError):
+                    conn.domainEventDeregisterAny(callback_id)
             with contextlib.suppress(self._libvirt.libvirtError):
                 conn.close()
+
+    # -- lifecycle events ----------------------------------------------------------------
+
+    def _register_lifecycle_locked(self) -> bool:
+        """Register the lifecycle callback on the open connection if anyone listens."""
+        if self._callback_id is not None:
+            return True
+        if self._conn is None or not self._listeners or not self._events_ready:
+            return False
+        try:
+            self._callback_id = self._conn.domainEventRegisterAny(
+                None, self._libvirt.VIR_DOMAIN_EVENT_ID_LIFECYCLE, self._on_lifecycle, None
+            )
+        except self._libvirt.libvirtError as exc:
+            log.info("libvirt at %s pushes no lifecycle events: %s", self._uri, _one_line(exc))
+            return False
+        return True
+
+    def _on_lifecycle(self, _conn: Any, dom: Any, event: int, detail: int, _opaque: Any) -> None:
+        # On libvirt's event thread: no libvirt calls here (dom.name() is cached).
+        name = dom.name()
+        event_name, detail_name = lifecycle_event_name(event, detail)
+        for listener in self._listeners:
+            try:
+                listener(name, event_name, detail_name)
+            except Exception:
+                log.exception("lifecycle listener failed on %s %s", name, event_name)
+
+    async def add_lifecycle_listener(self, listener: LifecycleListener) -> bool:
+        with self._listeners_lock:
+            self._listeners = (*self._listeners, listener)
+        if not self._events_ready:
+            return False
+
+        def register(_conn: Any) -> bool:
+            with self._lock:
+                return self._register_lifecycle_locked()
+
+        try:
+            return await self._call(register)
+        except LibvirtUnavailable:
+            return False  # registered when the connection next opens
+
+    def remove_lifecycle_listener(self, listener: LifecycleListener) -> None:
+        # The libvirt callback stays until the connection closes: it then calls nobody.
+        with self._listeners_lock:
+            self._listeners = tuple(known for known in self._listeners if known != listener)
 
     def _run(self, operation: Callable[[Any], T]) -> T:
         """Run operation on the connection; retry once on a fresh one if it broke."""
@@ -545,7 +701,9 @@ class FakeDomain:
 
 
 class FakeLibvirt:
-    """In-memory :class:`LibvirtGateway`. Set ``error`` to simulate libvirt being down."""
+    """In-memory :class:`LibvirtGateway` and :class:`LifecycleSource`. Set ``error``
+    to simulate libvirt being down; :meth:`push_lifecycle` plays a lifecycle event
+    (``pushes_events=False``: a driver without events)."""
 
     def __init__(
         self,
@@ -554,11 +712,14 @@ class FakeLibvirt:
         uri: str = "test:///fake",
         info: HypervisorInfo = HypervisorInfo("9.0.0", "TEST 9.0.0"),
         error: str | None = None,
+        pushes_events: bool = True,
     ) -> None:
         self.domains = {d.name: d for d in domains}
         self.info = info
         self.error = error
         self.closed = False
+        self.pushes_events = pushes_events
+        self.listeners: list[LifecycleListener] = []
         self._uri = uri
 
     @property
@@ -589,6 +750,20 @@ class FakeLibvirt:
             )
             for d in sorted(self.domains.values(), key=lambda d: d.name)
         ]
+
+    async def add_lifecycle_listener(self, listener: LifecycleListener) -> bool:
+        self.listeners.append(listener)
+        return self.pushes_events and self.error is None
+
+    def remove_lifecycle_listener(self, listener: LifecycleListener) -> None:
+        with contextlib.suppress(ValueError):
+            self.listeners.remove(listener)
+
+    def push_lifecycle(self, domain: str, event: str, detail: str) -> None:
+        """Call every listener, as libvirt's event thread would (from any thread)."""
+        if self.pushes_events:
+            for listener in list(self.listeners):
+                listener(domain, event, detail)
 
     async def domain_counters(self, name: str) -> DomainCounters:
         self._check()

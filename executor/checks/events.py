@@ -1,7 +1,9 @@
 """A bounded ring of libvirt domain lifecycle events, for "recent events" checks.
 
-The executor records events (from libvirt's lifecycle callback, which runs on
-libvirt's event thread) and the vm checks read the recent ones of a domain.
+The executor records events (:mod:`novaops.executor.domain_events`: libvirt's
+lifecycle callbacks and a state poll) and the vm checks read the recent ones of a
+domain. Events and details are libvirt's bare symbolic names (``suspended`` /
+``ioerror``, ``stopped`` / ``crashed``), the names :data:`ALARMING_DETAILS` lists.
 What callers may rely on: the ring never holds more than ``capacity`` events
 (the oldest are dropped first), it is safe to record from one thread while
 another reads, and every event gets an id unique within the ring's lifetime.
@@ -18,9 +20,19 @@ from dataclasses import dataclass
 DEFAULT_CAPACITY = 512
 
 # Lifecycle details that mean something went wrong (libvirt's symbolic names of
-# virDomainEvent*DetailType, lower case without the prefix).
+# virDomainEvent*DetailType and of the state reasons a poll sees, lower case
+# without the prefix).
 ALARMING_DETAILS = frozenset(
-    {"crashed", "failed", "panicked", "ioerror", "watchdog", "api_error", "postcopy_failed"}
+    {
+        "crashed",
+        "crashloaded",
+        "failed",
+        "panicked",
+        "ioerror",
+        "watchdog",
+        "api_error",
+        "postcopy_failed",
+    }
 )
 
 

@@ -1,8 +1,9 @@
 """LibvirtConnection on the libvirt test driver: uptimes from a real stand-in process
-behind a pid file under a tmp host root."""
+behind a pid file under a tmp host root, and lifecycle events pushed by libvirt."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -12,6 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from novaops.executor.checks.events import DomainEvent, EventRing
+from novaops.executor.domain_events import watch_domain_states
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import PAUSED, RUNNING, SHUTOFF, LibvirtConnection
 
@@ -98,3 +101,77 @@ async def test_no_host_root_means_no_uptime(
         assert {r.uptime_seconds for r in await conn.list_domains()} == {0}
     finally:
         await conn.close()
+
+
+class SignallingRing(EventRing):
+    """An EventRing that tells the test each time something is recorded (on the loop)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = asyncio.Event()
+
+    def record(
+        self, domain: str, event: str, detail: str = "", *, at: float | None = None
+    ) -> DomainEvent:
+        recorded = super().record(domain, event, detail, at=at)
+        self.changed.set()
+        return recorded
+
+
+async def _wait_for(ring: SignallingRing, count: int) -> None:
+    async with asyncio.timeout(10):
+        while len(ring) < count:
+            ring.changed.clear()
+            await ring.changed.wait()
+
+
+async def test_suspend_and_resume_on_the_own_connection_are_pushed(
+    connection: LibvirtConnection,
+) -> None:
+    ring = SignallingRing()
+    stop = asyncio.Event()
+    # A poll interval far beyond the test: what lands in the ring was pushed.
+    watch = asyncio.create_task(watch_domain_states(connection, ring, stop, interval=3600))
+    try:
+        await asyncio.sleep(0.2)  # the first (silent) poll has read every state
+        await connection._call(lambda conn: conn.lookupByName("web-1").suspend())
+        await connection._call(lambda conn: conn.lookupByName("web-1").resume())
+        await connection._call(lambda conn: conn.lookupByName("web-2").destroy())
+        await _wait_for(ring, 3)
+        got = [(e.domain, e.event, e.detail) for e in ring.recent()]
+        assert got == [
+            ("web-1", "suspended", "paused"),
+            ("web-1", "resumed", "unpaused"),
+            ("web-2", "stopped", "destroyed"),
+        ]
+        assert not any(e.alarming for e in ring.recent())
+    finally:
+        stop.set()
+        await asyncio.wait_for(watch, 10)
+
+
+async def test_pushed_events_survive_a_reconnect_and_the_poll_adds_no_duplicates(
+    connection: LibvirtConnection,
+) -> None:
+    ring = SignallingRing()
+    stop = asyncio.Event()
+    watch = asyncio.create_task(watch_domain_states(connection, ring, stop, interval=0.05))
+    try:
+        await asyncio.sleep(0.2)
+
+        def reopen(_stale: object) -> None:
+            with connection._lock:
+                connection._close_locked()
+            connection._connection()
+
+        # A fresh test-driver connection is a fresh host: web-1 runs again there.
+        await connection._call(reopen)
+        await asyncio.sleep(0.2)
+        await connection._call(lambda conn: conn.lookupByName("web-1").suspend())
+        await _wait_for(ring, 1)
+        await asyncio.sleep(0.3)  # several polls: none repeats the pushed suspension
+        got = [(e.domain, e.event, e.detail) for e in ring.recent()]
+        assert got == [("web-1", "suspended", "paused")]
+    finally:
+        stop.set()
+        await asyncio.wait_for(watch, 10)
