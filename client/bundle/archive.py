@@ -4,8 +4,14 @@ The compression is chosen by the output name when writing (``.tar.gz`` or
 ``.tar.zst``) and recognised by magic bytes when reading. The walker reads the
 whole file once, streaming (bounded memory), and refuses anything that is not
 part of the format before any tool acts on it: absolute or ``..`` names, links,
-devices and fifos, duplicate names, and more decompressed bytes than the
-limits allow (decompression bombs).
+devices and fifos, sparse members, duplicate names, and more decompressed bytes
+than the limits allow (decompression bombs).
+
+The limits are charged twice, against the same budget: once for the bytes the
+decompressor produces, and once for the content bytes of every member handed
+to a visitor. For a plain tar the second count never exceeds the first; it is
+there so that no member type that makes content out of nothing (a sparse file's
+holes are zeros tarfile invents) can get past the limits.
 """
 
 from __future__ import annotations
@@ -75,16 +81,26 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class _CountingReader(io.RawIOBase):
-    """Decompressed bytes, counted against the limits as they are read."""
+class _Budget:
+    """The decompressed bytes one bundle may produce, from its compressed size."""
 
-    def __init__(self, inner: IO[bytes], compressed_size: int, limits: Limits) -> None:
-        self._inner = inner
-        self._limits = limits
-        self._budget = min(
+    def __init__(self, compressed_size: int, limits: Limits) -> None:
+        self.limit = min(
             limits.max_total_bytes,
             max(limits.ratio_floor_bytes, int(compressed_size * limits.max_ratio)),
         )
+
+    def check(self, count: int, what: str) -> None:
+        if count > self.limit:
+            raise UnsafeArchive(f"{what} exceeds {self.limit} bytes (decompression bomb?)")
+
+
+class _CountingReader(io.RawIOBase):
+    """Decompressed bytes, counted against the budget as they are read."""
+
+    def __init__(self, inner: IO[bytes], budget: _Budget) -> None:
+        self._inner = inner
+        self.budget = budget
         self.count = 0
 
     def readable(self) -> bool:
@@ -93,16 +109,48 @@ class _CountingReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         data = self._inner.read(len(buffer))
         self.count += len(data)
-        if self.count > self._budget:
-            raise UnsafeArchive(
-                f"decompressed size exceeds {self._budget} bytes (decompression bomb?)"
-            )
+        self.budget.check(self.count, "decompressed size")
         buffer[: len(data)] = data
         return len(data)
 
 
+class _ContentMeter:
+    """Content bytes handed to the visitor, all members together, against the budget."""
+
+    def __init__(self, budget: _Budget) -> None:
+        self.budget = budget
+        self.count = 0
+
+    def charge(self, size: int) -> None:
+        self.count += size
+        self.budget.check(self.count, "extracted content")
+
+
+class _MeteredContent:
+    """A member's content stream whose every byte read is charged to the meter."""
+
+    def __init__(self, inner: IO[bytes], meter: _ContentMeter) -> None:
+        self._inner = inner
+        self._meter = meter
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._meter.charge(len(data))
+        return data
+
+    def readline(self, size: int = -1) -> bytes:
+        data = self._inner.readline(size)
+        self._meter.charge(len(data))
+        return data
+
+
 def open_decompressed(path: Path, limits: Limits) -> tuple[BinaryIO, BinaryIO]:
     """(raw file, bounded decompressed stream) of a bundle file."""
+    raw, stream, _ = _open_budgeted(path, limits)
+    return raw, stream
+
+
+def _open_budgeted(path: Path, limits: Limits) -> tuple[BinaryIO, BinaryIO, _Budget]:
     raw = path.open("rb")
     try:
         magic = raw.read(4)
@@ -116,12 +164,12 @@ def open_decompressed(path: Path, limits: Limits) -> tuple[BinaryIO, BinaryIO]:
             inner = zstandard.ZstdDecompressor().stream_reader(raw, closefd=False)
         else:
             raise BundleFormatError(f"{path}: not a gzip or zstd compressed bundle")
-        size = path.stat().st_size
-        counted = io.BufferedReader(_CountingReader(inner, size, limits), CHUNK_SIZE)
+        budget = _Budget(path.stat().st_size, limits)
+        counted = io.BufferedReader(_CountingReader(inner, budget), CHUNK_SIZE)
     except BaseException:
         raw.close()
         raise
-    return raw, counted
+    return raw, counted, budget
 
 
 class HashingReader:
@@ -160,6 +208,10 @@ def check_member(member: tarfile.TarInfo, where: str) -> PurePosixPath:
         raise UnsafeArchive(f"{label}: link to {member.linkname!r} {reason}")
     if member.isdev() or member.isfifo():
         raise UnsafeArchive(f"{label}: device or fifo member")
+    if member.issparse() or member.type == tarfile.GNUTYPE_SPARSE:
+        # tarfile fills a sparse file's holes with zeros that were never in the
+        # compressed stream: a few hundred bytes can claim gigabytes.
+        raise UnsafeArchive(f"{label}: sparse member (not part of the format)")
     if not (member.isreg() or member.isdir()):
         raise UnsafeArchive(f"{label}: unsupported member type {member.type!r}")
     return PurePosixPath(*[p for p in path.parts if p not in ("", ".")])
@@ -196,9 +248,9 @@ def walk_bundle(path: Path, visitor: BundleVisitor, limits: Limits = DEFAULT_LIM
     Raises BundleFormatError (not a bundle: no manifest first, bad JSON, wrong
     format) or UnsafeArchive (a member the tools refuse; see check_member).
     """
-    raw, stream = open_decompressed(path, limits)
+    raw, stream, budget = _open_budgeted(path, limits)
     try:
-        _walk(stream, visitor)
+        _walk(stream, visitor, _ContentMeter(budget))
     except (tarfile.TarError, EOFError, gzip.BadGzipFile, json.JSONDecodeError) as exc:
         raise BundleFormatError(f"{path}: unreadable bundle ({_short(exc)})") from exc
     except OSError as exc:
@@ -214,7 +266,7 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _walk(stream: BinaryIO, visitor: BundleVisitor) -> None:
+def _walk(stream: BinaryIO, visitor: BundleVisitor, meter: _ContentMeter) -> None:
     seen: set[str] = set()
     with tarfile.open(fileobj=stream, mode="r|") as outer:
         first = True
@@ -240,14 +292,16 @@ def _walk(stream: BinaryIO, visitor: BundleVisitor) -> None:
             if node is None:
                 raise UnsafeArchive(f"{rel}: unexpected member (not nodes/<node>.tar)")
             hashing = HashingReader(content)
-            _walk_node(node, hashing, visitor)
+            _walk_node(node, hashing, visitor, meter)
             hashing.drain()
             visitor.node_end(node, hashing.hash.hexdigest(), hashing.size)
         if first:
             raise BundleFormatError(f"empty archive (no {MANIFEST_NAME})")
 
 
-def _walk_node(node: str, content: HashingReader, visitor: BundleVisitor) -> None:
+def _walk_node(
+    node: str, content: HashingReader, visitor: BundleVisitor, meter: _ContentMeter
+) -> None:
     seen: set[str] = set()
     where = f"{NODES_DIR}/{node}.tar:"
     with tarfile.open(fileobj=content, mode="r|") as inner:  # type: ignore[call-overload]
@@ -260,7 +314,7 @@ def _walk_node(node: str, content: HashingReader, visitor: BundleVisitor) -> Non
                 continue
             data = inner.extractfile(member)
             assert data is not None
-            visitor.node_member(node, rel, data)
+            visitor.node_member(node, rel, _MeteredContent(data, meter))  # type: ignore[arg-type]
 
 
 def iter_lines(content: IO[bytes], max_line: int = 1024 * 1024) -> Iterator[str]:

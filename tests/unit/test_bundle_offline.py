@@ -10,6 +10,7 @@ import os
 import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -284,3 +285,176 @@ def test_writer_checks_offsets_and_trailers(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar.zst"]
     assert validate(out) == []
     assert summary.sha256 == _sha(out.read_bytes())
+
+
+# ---------------------------------------------------------- members that inflate
+
+SPARSE_SIZE = 300 * 1024 * 1024
+# Small enough that every bomb below is over them, large enough for the good bundle.
+TIGHT = Limits(max_total_bytes=2 * 1024 * 1024, max_ratio=20, ratio_floor_bytes=1024 * 1024)
+
+
+def _pax_sparse(name: str, data: bytes = b"x" * 10) -> tuple[tarfile.TarInfo, bytes]:
+    """A member in GNU's PAX sparse format 0.1: data bytes at 0, then a hole of zeros."""
+    info = tarfile.TarInfo(name)
+    info.pax_headers = {
+        "GNU.sparse.map": f"0,{len(data)}",
+        "GNU.sparse.realsize": str(SPARSE_SIZE),
+    }
+    return info, data
+
+
+def _old_gnu_sparse(name: str, data: bytes = b"x" * 10) -> bytes:
+    """Header and data of a member in the old GNU sparse format (type 'S'), as raw blocks."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    header = bytearray(info.tobuf(format=tarfile.GNU_FORMAT))
+    header[156:157] = tarfile.GNUTYPE_SPARSE
+    header[386:398] = b"%011o\0" % 0  # first sparse entry: offset 0 ...
+    header[398:410] = b"%011o\0" % len(data)  # ... len(data) stored bytes
+    header[483:495] = b"%011o\0" % SPARSE_SIZE  # the size it claims
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)
+    padding = b"\0" * (-len(data) % tarfile.BLOCKSIZE)
+    return bytes(header) + data + padding
+
+
+def _node_tar_with_raw(node: str, files: dict[str, bytes], raw_blocks: bytes) -> bytes:
+    listed = [
+        {"path": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+        for name, data in files.items()
+    ]
+    meta = {"format": NODE_FORMAT, "node": node, "files": listed, "collectors": []}
+    head = _tar([_file("metadata.json", json.dumps(meta).encode())])
+    end_len = -(-len(head.rstrip(b"\0")) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    return head[:end_len] + raw_blocks + b"\0" * (20 * tarfile.BLOCKSIZE)
+
+
+def _write_zst_bundle(path: Path, nodes: dict[str, bytes]) -> Path:
+    import zstandard
+
+    gz = write_bundle(path.with_suffix(".tmp.gz"), nodes)
+    tar_bytes = gzip.decompress(gz.read_bytes())
+    gz.unlink()
+    path.write_bytes(zstandard.ZstdCompressor(level=19).compress(tar_bytes))
+    return path
+
+
+def _hostile_bundle(case: str, folder: Path) -> Path:
+    good = node_tar("a", GOOD_FILES)
+    if case == "outer-sparse-pax":
+        return write_bundle(folder / "b.tar.gz", {"a": good}, extra=[_pax_sparse("nodes/z.tar")])
+    if case == "inner-sparse-pax":
+        inner = _tar([_pax_sparse("logs/zero.log"), _file("metadata.json", b"{}")])
+        return write_bundle(folder / "b.tar.gz", {"a": inner})
+    if case == "outer-sparse-gnu":
+        outer = write_bundle(folder / "b.tar.gz", {"a": good})
+        plain = gzip.decompress(outer.read_bytes())
+        end = -(-len(plain.rstrip(b"\0")) // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        hostile = plain[:end] + _old_gnu_sparse("nodes/z.tar") + b"\0" * 10240
+        outer.write_bytes(gzip.compress(hostile))
+        return outer
+    if case == "inner-sparse-gnu":
+        inner = _node_tar_with_raw("a", {}, _old_gnu_sparse("logs/zero.log"))
+        return write_bundle(folder / "b.tar.gz", {"a": inner})
+    if case == "inner-fifo":
+        return write_bundle(
+            folder / "b.tar.gz",
+            {"a": node_tar("a", GOOD_FILES, extra=[_special("logs/pipe", tarfile.FIFOTYPE)])},
+        )
+    if case == "zstd-bomb":
+        zeros = {"logs/zero.log": b"\0" * (16 * 1024 * 1024)}
+        return _write_zst_bundle(folder / "b.tar.zst", {"a": node_tar("a", zeros)})
+    raise AssertionError(case)
+
+
+INFLATING = (
+    "outer-sparse-pax",
+    "outer-sparse-gnu",
+    "inner-sparse-pax",
+    "inner-sparse-gnu",
+    "inner-fifo",
+    "zstd-bomb",
+)
+
+
+@pytest.mark.parametrize("dest_exists", [True, False], ids=["empty-dest", "new-dest"])
+@pytest.mark.parametrize("case", INFLATING)
+def test_inflating_and_special_members_are_refused(
+    tmp_path: Path, case: str, dest_exists: bool
+) -> None:
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    bundle = _hostile_bundle(case, archives)
+    assert bundle.stat().st_size < 64 * 1024  # a small file claiming much more
+    work = tmp_path / "work"
+    work.mkdir()
+    dest = work / "dest" if dest_exists else work / "new" / "parent" / "dest"
+    if dest_exists:
+        dest.mkdir()
+    before = snapshot(tmp_path)
+    with pytest.raises(UnsafeArchive) as refused:
+        extract(bundle, dest, limits=TIGHT)
+    reason = str(refused.value)
+    expected = {"sparse": "sparse member", "fifo": "fifo", "bomb": "decompression bomb"}
+    assert next(v for k, v in expected.items() if k in case) in reason
+    if case.startswith("inner"):
+        assert "nodes/a.tar:" in reason
+    # Nothing written anywhere, DEST (and the parents extract had to create) as before.
+    assert snapshot(tmp_path) == before
+    assert not (work / "new").exists()
+    assert [f.kind for f in validate(bundle, limits=TIGHT)] == ["unsafe"]
+    # The default limits change nothing: these members are refused by type or by ratio.
+    if case != "zstd-bomb":
+        assert [f.kind for f in validate(bundle)] == ["unsafe"]
+
+
+def test_content_from_nothing_is_charged_to_the_limits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Second line of defence: were a sparse member let through, its zeros still count."""
+    import novaops.client.bundle.archive as archive
+
+    original = archive.check_member
+
+    def lenient(member: tarfile.TarInfo, where: str) -> Any:
+        if member.issparse():
+            saved, member.sparse = member.sparse, None
+            try:
+                return original(member, where)
+            finally:
+                member.sparse = saved
+        return original(member, where)
+
+    monkeypatch.setattr(archive, "check_member", lenient)
+    bundle = _hostile_bundle("inner-sparse-pax", tmp_path)
+    dest = tmp_path / "dest"
+    with pytest.raises(UnsafeArchive, match="extracted content exceeds"):
+        extract(bundle, dest, limits=TIGHT)
+    assert snapshot(tmp_path) == {"b.tar.gz"}
+
+
+def test_refused_extract_creates_no_parent_folders(tmp_path: Path) -> None:
+    bundle = write_bundle(
+        tmp_path / "b.tar.gz", {"a": node_tar("a", GOOD_FILES)}, sha_override="0" * 64
+    )
+    with pytest.raises(ChecksumMismatch):
+        extract(bundle, tmp_path / "x" / "y" / "dest")
+    assert snapshot(tmp_path) == {"b.tar.gz"}
+
+
+def test_extract_into_an_empty_folder_leaves_no_staging(tmp_path: Path) -> None:
+    bundle = write_bundle(tmp_path / "b.tar.gz", {"a": node_tar("a", GOOD_FILES)})
+    (tmp_path / "dest").mkdir()
+    extract(bundle, tmp_path / "dest")
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == ["manifest.json", "nodes"]
+    assert snapshot(tmp_path / "dest") == {
+        "manifest.json",
+        "nodes",
+        "nodes/a",
+        "nodes/a/logs",
+        "nodes/a/logs/app.log",
+        "nodes/a/metadata.json",
+    }
+    nested = extract(bundle, tmp_path / "p" / "q")
+    assert (nested / "nodes/a/logs/app.log").read_bytes() == GOOD_FILES["logs/app.log"]
