@@ -15,7 +15,9 @@ Each node carries a few healthy running domains and the realistic faults:
 
 * one crashed domain (``<test:runstate>6</test:runstate>``), with an error in its QEMU log;
 * one paused domain (``3``);
-* one shut-off domain whose disk file is missing (it cannot be started again).
+* one shut-off domain whose disk file is missing (it cannot be started again);
+* one shut-off domain whose disk is a qcow2 overlay whose backing file is missing
+  (a golden image deleted under it: it cannot be started again either).
 
 The host side of a node — stand-in QEMU processes, an orphan, a stale lock, the
 bridge and taps, a container — is planned here too (:func:`plan_host`, pure) and
@@ -28,8 +30,10 @@ import datetime as dt
 import enum
 import json
 import logging
+import os
 import random
 import shutil
+import struct
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -47,7 +51,8 @@ QEMU_LOG_DIR = PurePosixPath("/var/log/libvirt/qemu")
 QEMU_RUN_DIR = PurePosixPath("/run/libvirt/qemu")
 LIBVIRTD_LOG = PurePosixPath("/var/log/libvirt/libvirtd.log")
 KERNEL_RELEASE = "6.1.0-18-amd64"
-DISK_SIZE = "64M"
+DISK_BYTES = 64 * 2**20
+DISK_SIZE = f"{DISK_BYTES // 2**20}M"  # as qemu-img create takes it
 # A fixed epoch so generated timestamps never depend on the wall clock.
 _EPOCH = 1_717_200_000  # 2024-06-01T00:00:00Z
 
@@ -65,6 +70,7 @@ class Fault(enum.Enum):
     CRASHED = "crashed"
     PAUSED = "paused"
     MISSING_DISK = "missing-disk"
+    MISSING_BACKING = "missing-backing"
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,9 @@ class SimDomain:
     mac: str
     tap: str
     bridge: str = BRIDGE
+    # The backing file named in the disk's qcow2 header (None: a standalone image).
+    # Always absent on the node: written for the overlay, then deleted.
+    backing: PurePosixPath | None = None
 
     @property
     def qemu_log(self) -> PurePosixPath:
@@ -170,6 +179,7 @@ def plan_node(name: str, index: int, seed: int = 0) -> SimNodeSpec:
         (f"{name}-db-1", DomainState.CRASHED, Fault.CRASHED),
         (f"{name}-cache-1", DomainState.PAUSED, Fault.PAUSED),
         (f"{name}-build-1", DomainState.SHUTOFF, Fault.MISSING_DISK),
+        (f"{name}-batch-1", DomainState.SHUTOFF, Fault.MISSING_BACKING),
     ]
     domains = []
     for n, (dom_name, state, fault) in enumerate(layout):
@@ -188,6 +198,11 @@ def plan_node(name: str, index: int, seed: int = 0) -> SimNodeSpec:
                 # names it generates) and the test driver substitutes "testnetN", so
                 # use a prefix it keeps; unique per cluster, within IFNAMSIZ (15).
                 tap=f"vtap{index}-{n}",
+                backing=(
+                    IMAGES_DIR / f"{dom_name}-base.qcow2"
+                    if fault is Fault.MISSING_BACKING
+                    else None
+                ),
             )
         )
     return SimNodeSpec(
@@ -361,6 +376,12 @@ def _libvirtd_log(spec: SimNodeSpec) -> str:
                 f"{when}: 812: warning : qemuProcessHandleStop:713 : domain '{dom.name}' "
                 "paused: I/O error"
             )
+        elif dom.fault is Fault.MISSING_BACKING:
+            lines.append(
+                f"{when}: 812: error : virStorageSourceReportBrokenChain:1064 : Cannot access "
+                f"backing file '{dom.backing}' of storage file '{dom.disk}' "
+                "(as uid:64055, gid:64055): No such file or directory"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -388,12 +409,20 @@ def _qemu_log(spec: SimNodeSpec, dom: SimDomain, n: int) -> str:
         ]
     elif dom.fault is Fault.PAUSED:
         lines.append(f"{_timestamp(t + 1800)}: block I/O error in device 'drive-virtio-disk0'")
+    elif dom.fault is Fault.MISSING_BACKING:
+        lines += [
+            f"{_timestamp(t + 5400)}: shutting down, reason=shutdown",
+            f'qemu-system-x86_64: -blockdev {{"driver":"file","filename":"{dom.disk}"}}: '
+            f"Could not open backing file: Could not open '{dom.backing}': "
+            "No such file or directory",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def render_host_files(spec: SimNodeSpec) -> dict[PurePosixPath, str]:
     """Text files of the node's host root, keyed by host path. Disk images are not
-    here (see :func:`write_sim_node`): they are binary and made by qemu-img."""
+    here (see :func:`write_sim_node`): they are binary and made by qemu-img (or
+    :func:`qcow2_image` without it)."""
     files: dict[PurePosixPath, str] = {
         PurePosixPath("/etc/hostname"): f"{spec.name}\n",
         PurePosixPath("/etc/machine-id"): f"{spec.machine_id}\n",
@@ -424,20 +453,69 @@ def host_path(host_root: Path, path: PurePosixPath) -> Path:
     return host_root / path.relative_to("/")
 
 
-def _write_disk(path: Path) -> None:
+_QCOW2_CLUSTER = 65536
+
+
+def qcow2_image(backing: str = "", size: int = DISK_BYTES) -> bytes:
+    """An empty qcow2 (version 2) image of ``size`` bytes naming ``backing``, the way
+    ``qemu-img create`` lays it out: header, refcount table, refcount block and L1
+    table, one 64 KiB cluster each (``qemu-img check`` finds no errors). For hosts
+    without qemu-img; ``size`` up to 4 TiB (what one cluster of L1 table maps)."""
+    cluster = _QCOW2_CLUSTER
+    name = backing.encode()
+    l1_entries = max(1, -(-size // (cluster * (cluster // 8))))
+    if l1_entries > cluster // 8 or len(name) > cluster - 72:
+        raise ValueError("qcow2_image: size above 4 TiB or backing name too long")
+    header = struct.pack(
+        ">4sIQIIQIIQQIIQ",
+        b"QFI\xfb",
+        2,  # version
+        72 if name else 0,  # backing_file_offset: right after this 72-byte header
+        len(name),  # backing_file_size
+        16,  # cluster_bits: 64 KiB clusters
+        size,
+        0,  # crypt_method
+        l1_entries,  # l1_size
+        3 * cluster,  # l1_table_offset
+        cluster,  # refcount_table_offset
+        1,  # refcount_table_clusters
+        0,  # nb_snapshots
+        0,  # snapshots_offset
+    )
+    refcount_table = struct.pack(">Q", 2 * cluster)
+    refcount_block = struct.pack(">4H", 1, 1, 1, 1)  # the four clusters in use
+    parts = (header + name, refcount_table, refcount_block, b"")
+    return b"".join(part.ljust(cluster, b"\0") for part in parts)
+
+
+def _qemu_img_create(qemu_img: str, path: Path, *options: str) -> None:
+    subprocess.run(
+        [qemu_img, "create", "-q", "-f", "qcow2", *options, str(path), DISK_SIZE],
+        check=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+    )
+
+
+def _write_disk(path: Path, backing: Path | None = None) -> None:
+    """A qcow2 image at path; with ``backing``, an overlay on it whose backing file is
+    then deleted (named relative to the overlay's folder, as the host path resolves)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     qemu_img = shutil.which("qemu-img")
-    if qemu_img:
-        subprocess.run(
-            [qemu_img, "create", "-q", "-f", "qcow2", str(path), DISK_SIZE],
-            check=True,
-            timeout=30,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-        )
+    if backing is not None:
+        relative = os.path.relpath(backing, path.parent)
+        if qemu_img:
+            backing.parent.mkdir(parents=True, exist_ok=True)
+            _qemu_img_create(qemu_img, backing)
+            _qemu_img_create(qemu_img, path, "-b", relative, "-F", "qcow2")
+            backing.unlink()
+        else:
+            write_atomic(path, qcow2_image(relative))
+    elif qemu_img:
+        _qemu_img_create(qemu_img, path)
     else:
-        # Not a valid image: enough for "does the backing file exist" checks.
-        write_atomic(path, b"QFI\xfb placeholder written by novaops devcluster\n")
+        write_atomic(path, qcow2_image())
 
 
 def write_sim_node(spec: SimNodeSpec, node_dir: Path) -> SimNodePaths:
@@ -453,13 +531,13 @@ def write_sim_node(spec: SimNodeSpec, node_dir: Path) -> SimNodePaths:
         shutil.rmtree(paths.host_root)
     for rel, text in render_host_files(spec).items():
         write_atomic(host_path(paths.host_root, rel), text.encode())
+    # Pid files are not written here: each stand-in QEMU writes its own once it runs
+    # (simhost), so a pid file names a real stand-in, never a made-up pid.
     host_path(paths.host_root, QEMU_RUN_DIR).mkdir(parents=True, exist_ok=True)
-    # TODO(stand-ins): running domains get a stand-in QEMU process whose pid goes to
-    # host_path(root, dom.pid_file) (/run/libvirt/qemu/<dom>.pid, as libvirt writes it).
-    # No pid file is written until then: a made-up pid could name an unrelated process.
     for dom in spec.domains:
         if dom.disk_present:
-            _write_disk(host_path(paths.host_root, dom.disk))
+            backing = None if dom.backing is None else host_path(paths.host_root, dom.backing)
+            _write_disk(host_path(paths.host_root, dom.disk), backing)
     host_path(paths.host_root, IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     write_atomic(paths.libvirt_xml, render_libvirt_xml(spec).encode())
     log.debug("simulated node %s written to %s", spec.name, node_dir)

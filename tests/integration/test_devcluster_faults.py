@@ -198,6 +198,27 @@ async def test_every_domain_shows_its_own_fault(sim: SimNode, sources: CheckSour
     assert missing["vm.disk"].status is Status.FAIL, missing["vm.disk"].summary
 
 
+async def test_the_overlay_without_its_backing_file_fails_with_remediation(
+    sim: SimNode, sources: CheckSources
+) -> None:
+    dom = sim.spec.with_fault(Fault.MISSING_BACKING)
+    assert dom.backing is not None
+    results = _by_id(await _diag(sources, TargetKind.VM, dom.name))
+    disk = results["vm.disk"]
+    assert disk.status is Status.FAIL, _summaries(list(results.values()))
+    assert disk.summary == f"vda: backing file (depth 1) {dom.backing} is missing"
+    assert disk.evidence["broken"] == str(dom.backing)
+    assert disk.evidence["chain"] == f"{dom.disk},{dom.backing}"
+    assert [step.command for step in disk.remediation] == [
+        f"ls -l {dom.backing}",
+        f"qemu-img info --backing-chain -U {dom.disk}",
+    ]
+    assert all(step.description for step in disk.remediation)
+    # The domain itself is only shut off; its QEMU log says why it cannot start.
+    assert results["vm.domain"].status is Status.WARN
+    assert "Could not open backing file" in results["vm.events"].summary
+
+
 @needs_network
 async def test_network_finds_the_tap_off_its_bridge(sim: SimNode, sources: CheckSources) -> None:
     detached = sim.plan.detached_tap

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -19,10 +21,12 @@ from novaops.devcluster.simnode import (
     host_path,
     plan_host,
     plan_node,
+    qcow2_image,
     render_host_files,
     render_libvirt_xml,
     write_sim_node,
 )
+from novaops.executor.checks import vm
 
 libvirt = pytest.importorskip("libvirt")
 
@@ -81,6 +85,73 @@ def test_missing_disk_is_missing_and_the_others_exist(node: SimNodePaths) -> Non
             assert disk.is_file() and disk.stat().st_size > 0, dom.name
 
 
+def test_missing_backing_is_an_overlay_on_a_deleted_image(node: SimNodePaths) -> None:
+    spec = plan_node("node-1", 1, seed=7)
+    broken = spec.with_fault(Fault.MISSING_BACKING)
+    assert broken.state is DomainState.SHUTOFF and broken.backing is not None
+    assert broken.backing.parent == broken.disk.parent
+    overlay = host_path(node.host_root, broken.disk)
+    assert overlay.is_file()
+    assert not host_path(node.host_root, broken.backing).exists()
+    # The header names the backing file relative to the overlay, as the host resolves it.
+    assert vm.parse_qcow2_backing(overlay.read_bytes()[:65536]) == broken.backing.name
+    assert sum(dom.backing is not None for dom in spec.domains) == 1
+    libvirtd_log = (node.host_root / "var/log/libvirt/libvirtd.log").read_text()
+    assert f"Cannot access backing file '{broken.backing}'" in libvirtd_log
+
+
+def test_handmade_qcow2_names_its_backing_file() -> None:
+    image = qcow2_image("base.qcow2")
+    assert len(image) == 4 * 65536
+    assert vm.parse_qcow2_backing(image[:65536]) == "base.qcow2"
+    assert vm.parse_qcow2_backing(qcow2_image()[:65536]) is None
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
+def test_qemu_img_accepts_the_handmade_qcow2(tmp_path: Path) -> None:
+    qemu_img = str(shutil.which("qemu-img"))
+    (tmp_path / "base.qcow2").write_bytes(qcow2_image())
+    (tmp_path / "top.qcow2").write_bytes(qcow2_image("base.qcow2"))
+    for name in ("base.qcow2", "top.qcow2"):
+        check = subprocess.run(
+            [qemu_img, "check", "-U", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert check.returncode == 0, check.stdout + check.stderr
+    info = subprocess.run(
+        [qemu_img, "info", "--backing-chain", "--output=json", "-U", str(tmp_path / "top.qcow2")],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    chain = vm.parse_qemu_img_chain(info.stdout)
+    assert [(image.path, image.format) for image in chain] == [
+        (str(tmp_path / "top.qcow2"), "qcow2"),
+        (str(tmp_path / "base.qcow2"), "qcow2"),
+    ]
+    assert chain[0].backing == str(tmp_path / "base.qcow2")
+
+
+def test_without_qemu_img_the_faults_are_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    spec = plan_node("node-1", 1, seed=7)
+    node = write_sim_node(spec, tmp_path / "node-1")
+    for dom in spec.domains:
+        disk = host_path(node.host_root, dom.disk)
+        assert disk.exists() is dom.disk_present, dom.name
+        if dom.disk_present:
+            want = None if dom.backing is None else dom.backing.name
+            assert vm.parse_qcow2_backing(disk.read_bytes()[:65536]) == want, dom.name
+        if dom.backing is not None:
+            assert not host_path(node.host_root, dom.backing).exists()
+
+
 def test_host_root_tree(node: SimNodePaths) -> None:
     root = node.host_root
     assert (root / "etc/hostname").read_text() == "node-1\n"
@@ -122,10 +193,14 @@ def test_rewriting_restores_the_faults(node: SimNodePaths) -> None:
     spec = plan_node("node-1", 1, seed=7)
     broken = host_path(node.host_root, spec.with_fault(Fault.MISSING_DISK).disk)
     broken.write_bytes(b"repaired by a previous run")
+    backing = spec.with_fault(Fault.MISSING_BACKING).backing
+    assert backing is not None
+    host_path(node.host_root, backing).write_bytes(b"restored by a previous run")
     (node.node_dir / "state").mkdir()
     (node.node_dir / "state" / "keep").write_text("x")
     write_sim_node(spec, node.node_dir)
     assert not broken.exists()
+    assert not host_path(node.host_root, backing).exists()
     assert (node.node_dir / "state" / "keep").read_text() == "x"
 
 
