@@ -19,8 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from novaops.executor.checks import leftovers
-from novaops.executor.checks.domains import DomainSource, FakeDomainSource, LibvirtDomainSource
+from novaops.executor.checks import leftovers, vm
+from novaops.executor.checks.domains import (
+    DiskSpec,
+    DomainSource,
+    FakeDomainSource,
+    LibvirtDomainSource,
+)
 from novaops.executor.checks.model import CheckResult, Status
 from novaops.executor.checks.runner import (
     DiagnoseTarget,
@@ -202,6 +207,50 @@ async def test_missing_backing_file_is_named(node: tuple[CheckSources, dict[str,
     web1 = _by_id(await _diag(sources, TargetKind.VM, "web-1"))
     assert web1["vm.disk"].status is Status.FAIL
     assert web1["vm.disk"].evidence["broken"] == "/var/lib/libvirt/images/base.qcow2"
+
+
+@pytest.mark.skipif(shutil.which("qemu-img") is None, reason="qemu-img not installed")
+def test_backing_chain_from_qemu_img_on_the_system_root(tmp_path: Path) -> None:
+    """qemu-img reads chains only on the system root (a simulated root's images may
+    name backing files by host path, which qemu-img would look up in the real /).
+    Exercised for real on images in a tmp folder: through HostRoot("/") nothing but
+    these files is read."""
+    qemu_img = shutil.which("qemu-img")
+    root = HostRoot("/")
+    assert root.is_system_root
+    images = tmp_path / "images"
+    _write_qcow2(images / "base.qcow2")
+    _write_qcow2(images / "mid.qcow2", backing="base.qcow2")
+    _write_qcow2(images / "top.qcow2", backing=str(images / "mid.qcow2"))
+    disk = DiskSpec("vda", str(images / "top.qcow2"), "qcow2")
+
+    healthy = vm.gather_disk(root, disk, qemu_img)
+    assert healthy.chain_via == "qemu-img"
+    assert [image.path for image in healthy.chain] == [
+        str(images / name) for name in ("top.qcow2", "mid.qcow2", "base.qcow2")
+    ]
+    assert healthy.chain[1].backing == str(images / "base.qcow2")
+    assert vm.evaluate_vm(_disk_only(healthy))[1].status is Status.OK
+
+    # Without its base, qemu-img fails; the header walk then names the missing file.
+    (images / "base.qcow2").unlink()
+    broken = vm.gather_disk(root, disk, qemu_img)
+    assert broken.chain_via == "header"
+    assert broken.chain_error == ""  # qemu-img's failure is the missing file, nothing more
+    assert [(image.path, image.exists) for image in broken.chain] == [
+        (str(images / "top.qcow2"), True),
+        (str(images / "mid.qcow2"), True),
+        (str(images / "base.qcow2"), False),
+    ]
+    check = vm.evaluate_vm(_disk_only(broken))[1]
+    assert check.status is Status.FAIL
+    assert check.summary == f"vda: backing file (depth 2) {images / 'base.qcow2'} is missing"
+    assert check.remediation[0].command == f"ls -l {images / 'base.qcow2'}"
+
+
+def _disk_only(disk: vm.DiskEvidence) -> vm.VmEvidence:
+    # Shut off: no process to look for; results are vm.domain, vm.disk, vm.events.
+    return vm.VmEvidence(node="n1", name="web-1", state=5, reason="shutdown", disks=(disk,))
 
 
 async def test_host_checks_find_orphans_locks_and_taps(
