@@ -15,6 +15,7 @@ implementations backed by blocking clients run them in a worker thread.
 from __future__ import annotations
 
 import abc
+import enum
 from dataclasses import dataclass, field
 
 
@@ -32,6 +33,36 @@ class StoreLocked(StoreError):
 
 class FencingError(StoreError):
     """A mutation carried a leader revision that is no longer the current leader's."""
+
+
+class QuarantineConflict(StoreError):
+    """A conditional quarantine write found another record than the one expected.
+
+    Nothing was written; the caller re-reads the record and decides again.
+    """
+
+
+class AnyRecord(enum.Enum):
+    """``expected`` for an unconditional quarantine write."""
+
+    ANY = "any"
+
+
+ANY_RECORD = AnyRecord.ANY
+# What a conditional quarantine write expects the node's current record to be:
+# these exact bytes, None for "no record", or ANY_RECORD for no condition.
+ExpectedRecord = bytes | None | AnyRecord
+
+
+def check_expected(node: str, current: bytes | None, expected: ExpectedRecord) -> None:
+    """Raise QuarantineConflict unless ``current`` is what a conditional write expects."""
+    if expected is ANY_RECORD or current == expected:
+        return
+    have = "no record" if current is None else "another record"
+    want = "no record" if expected is None else "the record it read"
+    raise QuarantineConflict(
+        f"quarantine of {node} changed concurrently: expected {want}, found {have}; re-read"
+    )
 
 
 @dataclass(frozen=True)
@@ -81,10 +112,16 @@ class LeaderTerm:
 
 @dataclass(frozen=True)
 class HistoryEntry:
-    """One append-only history entry: its sequence number and opaque payload."""
+    """One append-only history entry: its sequence number and opaque payload.
+
+    ``details`` is what was learned after the entry was appended (for a
+    quarantine: the node's hook results), set by ``annotate_history``; also opaque.
+    Events reuse this type and never have details.
+    """
 
     sequence: int
     payload: bytes
+    details: bytes = b""
 
 
 class Store(abc.ABC):
@@ -149,17 +186,42 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def put_quarantine(
-        self, node: str, record: bytes, history: bytes, fence: LeaderTerm
+        self,
+        node: str,
+        record: bytes,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
     ) -> int:
         """Set a node's quarantine record and append a history entry atomically.
 
-        Raises FencingError when ``fence`` is not the current leader term.
-        Returns the history entry's sequence number.
+        With ``expected`` (the record's bytes as last read, or None for "not
+        quarantined") the write is a compare-and-set: it happens only if the
+        node's current record is exactly that, else QuarantineConflict and nothing
+        is written. Raises FencingError when ``fence`` is not the current leader
+        term (checked first). Returns the history entry's sequence number.
         """
 
     @abc.abstractmethod
-    async def delete_quarantine(self, node: str, history: bytes, fence: LeaderTerm) -> int:
-        """Remove a node's quarantine record and append a history entry atomically."""
+    async def delete_quarantine(
+        self,
+        node: str,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
+    ) -> int:
+        """Remove a node's quarantine record and append a history entry atomically;
+        ``expected`` as for ``put_quarantine``."""
+
+    @abc.abstractmethod
+    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+        """Set the ``details`` of history entry ``sequence`` (its payload never changes).
+
+        Raises FencingError when ``fence`` is not the current term, StoreError when
+        there is no such entry.
+        """
 
     @abc.abstractmethod
     async def get_quarantines(self) -> dict[str, bytes]:

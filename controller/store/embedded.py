@@ -27,6 +27,8 @@ from typing import Any, TypeVar
 
 from novaops.controller.clock import Clock, SystemClock
 from novaops.controller.store.base import (
+    ANY_RECORD,
+    ExpectedRecord,
     FencingError,
     HistoryEntry,
     LeaderRecord,
@@ -37,6 +39,7 @@ from novaops.controller.store.base import (
     StoreError,
     StoreLocked,
     StoreUnavailable,
+    check_expected,
 )
 
 T = TypeVar("T")
@@ -73,9 +76,17 @@ CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS history (
     sequence INTEGER PRIMARY KEY AUTOINCREMENT,
     node TEXT NOT NULL,
-    payload BLOB NOT NULL
+    payload BLOB NOT NULL,
+    details BLOB NOT NULL DEFAULT x''
 );
 """
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a file written by an older novaops up to the current schema."""
+    columns = {str(row[1]) for row in db.execute("PRAGMA table_info(history)")}
+    if "details" not in columns:
+        db.execute("ALTER TABLE history ADD COLUMN details BLOB NOT NULL DEFAULT x''")
 
 
 class EmbeddedStore(Store):
@@ -140,6 +151,7 @@ class EmbeddedStore(Store):
             # corrupts the file; FULL would fsync every heartbeat.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(_SCHEMA)
+            _migrate(db)
             # We hold the flock, so any leader row was left by a controller that
             # died: its term is over. Dropping it lets us win at once.
             db.execute("DELETE FROM leader")
@@ -361,13 +373,27 @@ class EmbeddedStore(Store):
         assert cursor.lastrowid is not None
         return cursor.lastrowid
 
+    @staticmethod
+    def _check_expected(db: sqlite3.Connection, node: str, expected: ExpectedRecord) -> None:
+        if expected is ANY_RECORD:
+            return
+        row = db.execute("SELECT record FROM quarantine WHERE node = ?", (node,)).fetchone()
+        check_expected(node, bytes(row[0]) if row else None, expected)
+
     async def put_quarantine(
-        self, node: str, record: bytes, history: bytes, fence: LeaderTerm
+        self,
+        node: str,
+        record: bytes,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
     ) -> int:
         now = self._clock.wall()
 
         def op(db: sqlite3.Connection) -> int:
             self._fence(db, fence, now)
+            self._check_expected(db, node, expected)
             db.execute(
                 "INSERT INTO quarantine (node, record) VALUES (?, ?)"
                 " ON CONFLICT (node) DO UPDATE SET record = excluded.record",
@@ -377,15 +403,36 @@ class EmbeddedStore(Store):
 
         return await self._run(op)
 
-    async def delete_quarantine(self, node: str, history: bytes, fence: LeaderTerm) -> int:
+    async def delete_quarantine(
+        self,
+        node: str,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
+    ) -> int:
         now = self._clock.wall()
 
         def op(db: sqlite3.Connection) -> int:
             self._fence(db, fence, now)
+            self._check_expected(db, node, expected)
             db.execute("DELETE FROM quarantine WHERE node = ?", (node,))
             return self._append(db, node, history)
 
         return await self._run(op)
+
+    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+        now = self._clock.wall()
+
+        def op(db: sqlite3.Connection) -> None:
+            self._fence(db, fence, now)
+            cursor = db.execute(
+                "UPDATE history SET details = ? WHERE sequence = ?", (details, sequence)
+            )
+            if cursor.rowcount != 1:
+                raise StoreError(f"embedded store {self._path}: no history entry {sequence}")
+
+        await self._run(op)
 
     async def get_quarantines(self) -> dict[str, bytes]:
         def op(db: sqlite3.Connection) -> dict[str, bytes]:
@@ -397,13 +444,19 @@ class EmbeddedStore(Store):
     async def get_history(self, node: str | None = None) -> list[HistoryEntry]:
         def op(db: sqlite3.Connection) -> list[HistoryEntry]:
             if node is None:
-                rows = db.execute("SELECT sequence, payload FROM history ORDER BY sequence")
+                rows = db.execute(
+                    "SELECT sequence, payload, details FROM history ORDER BY sequence"
+                )
             else:
                 rows = db.execute(
-                    "SELECT sequence, payload FROM history WHERE node = ? ORDER BY sequence",
+                    "SELECT sequence, payload, details FROM history WHERE node = ?"
+                    " ORDER BY sequence",
                     (node,),
                 )
-            return [HistoryEntry(int(seq), bytes(payload)) for seq, payload in rows.fetchall()]
+            return [
+                HistoryEntry(int(seq), bytes(payload), bytes(details))
+                for seq, payload, details in rows.fetchall()
+            ]
 
         return await self._run(op)
 

@@ -11,7 +11,8 @@ Key layout under ``prefix`` (default ``/novaops``):
                          lease and created only if absent; its create_revision is the
                          term's fencing token
 - ``quarantine/{node}``  the caller's opaque record
-- ``history/{seq:020d}`` JSON {node, payload, write}; ``history-seq`` holds the last seq
+- ``history/{seq:020d}`` JSON {node, payload, write[, details]}; ``history-seq`` holds
+                         the last seq
 
 Every quarantine write is one transaction guarded by "the leader key was created
 at the fencing revision", so a deposed leader cannot write. etcd3gw is blocking:
@@ -40,6 +41,8 @@ from etcd3gw.lease import Lease
 
 from novaops.controller.clock import Clock, SystemClock
 from novaops.controller.store.base import (
+    ANY_RECORD,
+    ExpectedRecord,
     FencingError,
     HistoryEntry,
     LeaderRecord,
@@ -49,6 +52,7 @@ from novaops.controller.store.base import (
     Store,
     StoreError,
     StoreUnavailable,
+    check_expected,
 )
 
 T = TypeVar("T")
@@ -106,6 +110,19 @@ def _delete(key: str) -> Op:
 def _compare(key: str, target: str, value: int, result: str = "EQUAL") -> Op:
     field = {"CREATE": "create_revision", "MOD": "mod_revision"}[target]
     return {"key": _b64(key), "target": target, "result": result, field: value}
+
+
+def _compare_value(key: str, value: bytes) -> Op:
+    return {"key": _b64(key), "target": "VALUE", "result": "EQUAL", "value": _b64(value)}
+
+
+def _expect(key: str, expected: ExpectedRecord) -> list[Op]:
+    """The compare that makes a write conditional on ``key`` holding ``expected``."""
+    if expected is ANY_RECORD:
+        return []
+    if expected is None:
+        return [_compare(key, "CREATE", 0)]  # absent: a missing key has create_revision 0
+    return [_compare_value(key, expected)]
 
 
 def _kvs(response: Op) -> list[_KV]:
@@ -464,18 +481,35 @@ class EtcdStore(Store):
     # -- quarantine state ----------------------------------------------------
 
     async def put_quarantine(
-        self, node: str, record: bytes, history: bytes, fence: LeaderTerm
+        self,
+        node: str,
+        record: bytes,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
     ) -> int:
         write = _put(self._key("quarantine", node), record)
-        return await asyncio.to_thread(self._fenced_write, node, write, history, fence)
+        return await asyncio.to_thread(self._fenced_write, node, write, history, fence, expected)
 
-    async def delete_quarantine(self, node: str, history: bytes, fence: LeaderTerm) -> int:
+    async def delete_quarantine(
+        self,
+        node: str,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
+    ) -> int:
         write = _delete(self._key("quarantine", node))
-        return await asyncio.to_thread(self._fenced_write, node, write, history, fence)
+        return await asyncio.to_thread(self._fenced_write, node, write, history, fence, expected)
 
-    def _fenced_write(self, node: str, write: Op, history: bytes, fence: LeaderTerm) -> int:
-        """Apply ``write`` and append one history entry in one fenced transaction."""
+    def _fenced_write(
+        self, node: str, write: Op, history: bytes, fence: LeaderTerm, expected: ExpectedRecord
+    ) -> int:
+        """Apply ``write`` and append one history entry in one fenced transaction,
+        conditional on the node's record being ``expected``."""
         leader_key, counter_key = self._key("leader"), self._key("history-seq")
+        record_key = self._key("quarantine", node)
         # The write id makes the append safe to repeat after a timeout: a retry
         # that finds its own entry under the sequence reports it, not a duplicate.
         write_id = uuid.uuid4().hex
@@ -488,17 +522,23 @@ class EtcdStore(Store):
                 compare=[
                     _compare(leader_key, "CREATE", fence.record.revision),
                     _compare(counter_key, "MOD", counter.mod_revision if counter else 0),
+                    *_expect(record_key, expected),
                 ],
                 success=[
                     write,
                     _put(counter_key, str(sequence).encode()),
                     _put(history_key, entry),
                 ],
-                failure=[_range(leader_key), _range(counter_key), _range(history_key)],
+                failure=[
+                    _range(leader_key),
+                    _range(counter_key),
+                    _range(history_key),
+                    _range(record_key),
+                ],
             )
             if response.get("succeeded"):
                 return sequence
-            leader, counter, existing = (_one(r) for r in response["responses"])
+            leader, counter, existing, record = (_one(r) for r in response["responses"])
             if existing is not None and json.loads(existing.value).get("write") == write_id:
                 return sequence
             if leader is None or leader.create_revision != fence.record.revision:
@@ -507,7 +547,39 @@ class EtcdStore(Store):
                     f"term {fence.record.revision} of {fence.record.name} is not the current "
                     f"leader term (current: {current})"
                 )
+            check_expected(node, record.value if record else None, expected)
         raise StoreError(f"etcd at {self.endpoint}: history sequence kept changing; retry")
+
+    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+        await asyncio.to_thread(self._annotate_sync, sequence, details, fence)
+
+    def _annotate_sync(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+        leader_key = self._key("leader")
+        history_key = self._key("history", f"{sequence:020d}")
+        for _ in range(_APPEND_ATTEMPTS):
+            found = _one(self._txn([_range(history_key)])["responses"][0])
+            if found is None:
+                raise StoreError(f"etcd at {self.endpoint}: no history entry {sequence}")
+            doc = json.loads(found.value)
+            doc["details"] = _b64(details)
+            response = self._txn(
+                compare=[
+                    _compare(leader_key, "CREATE", fence.record.revision),
+                    _compare(history_key, "MOD", found.mod_revision),
+                ],
+                success=[_put(history_key, json.dumps(doc).encode())],
+                failure=[_range(leader_key)],
+            )
+            if response.get("succeeded"):
+                return
+            leader = _one(response["responses"][0])
+            if leader is None or leader.create_revision != fence.record.revision:
+                current = leader.create_revision if leader else None
+                raise FencingError(
+                    f"term {fence.record.revision} of {fence.record.name} is not the current "
+                    f"leader term (current: {current})"
+                )
+        raise StoreError(f"etcd at {self.endpoint}: history entry {sequence} kept changing")
 
     async def get_quarantines(self) -> dict[str, bytes]:
         return await asyncio.to_thread(self._get_quarantines_sync)
@@ -528,7 +600,11 @@ class EtcdStore(Store):
             doc = json.loads(kv.value)
             if node is None or doc["node"] == node:
                 entries.append(
-                    HistoryEntry(int(kv.key[len(base) :]), base64.b64decode(doc["payload"]))
+                    HistoryEntry(
+                        int(kv.key[len(base) :]),
+                        base64.b64decode(doc["payload"]),
+                        base64.b64decode(doc.get("details", "")),
+                    )
                 )
         return entries
 

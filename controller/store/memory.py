@@ -12,6 +12,8 @@ from dataclasses import dataclass, replace
 
 from novaops.controller.clock import Clock
 from novaops.controller.store.base import (
+    ANY_RECORD,
+    ExpectedRecord,
     FencingError,
     HistoryEntry,
     LeaderRecord,
@@ -19,6 +21,8 @@ from novaops.controller.store.base import (
     NodeRecord,
     NodeRegistration,
     Store,
+    StoreError,
+    check_expected,
 )
 
 
@@ -188,16 +192,40 @@ class MemoryStore(Store):
         return sequence
 
     async def put_quarantine(
-        self, node: str, record: bytes, history: bytes, fence: LeaderTerm
+        self,
+        node: str,
+        record: bytes,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
     ) -> int:
         self._fence(fence)
+        check_expected(node, self._quarantines.get(node), expected)
         self._quarantines[node] = record
         return self._append(node, history)
 
-    async def delete_quarantine(self, node: str, history: bytes, fence: LeaderTerm) -> int:
+    async def delete_quarantine(
+        self,
+        node: str,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
+    ) -> int:
         self._fence(fence)
+        check_expected(node, self._quarantines.get(node), expected)
         self._quarantines.pop(node, None)
         return self._append(node, history)
+
+    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+        self._fence(fence)
+        for index, (owner, entry) in enumerate(self._history):
+            if entry.sequence == sequence:
+                self._history[index] = (owner, replace(entry, details=details))
+                self._bump()
+                return
+        raise StoreError(f"memory store: no history entry {sequence}")
 
     async def get_quarantines(self) -> dict[str, bytes]:
         return dict(sorted(self._quarantines.items()))

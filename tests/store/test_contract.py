@@ -22,6 +22,8 @@ from novaops.controller.store.base import (
     FencingError,
     HistoryEntry,
     NodeRegistration,
+    QuarantineConflict,
+    StoreError,
     StoreLocked,
     StoreUnavailable,
 )
@@ -246,6 +248,59 @@ async def test_history_is_ordered_and_filtered_by_node(backend: Backend) -> None
     assert await store.get_quarantines() == {"node-b": b"qb"}
 
 
+async def test_conditional_quarantine_writes_only_over_the_expected_record(
+    backend: Backend,
+) -> None:
+    store, peer = backend.store, await backend.peer()
+    term = await store.campaign("ctl-0", "a:1", 5)
+    assert term is not None
+    # "Not quarantined" expected: the first writer wins, the second conflicts.
+    first = await store.put_quarantine("node-1", b"manual", b"h-manual", term, expected=None)
+    with pytest.raises(QuarantineConflict, match="node-1"):
+        await peer.put_quarantine("node-1", b"auto", b"h-auto", term, expected=None)
+    # Over a record: only over exactly the bytes that were read.
+    with pytest.raises(QuarantineConflict):
+        await peer.put_quarantine("node-1", b"auto", b"h-auto", term, expected=b"other")
+    with pytest.raises(QuarantineConflict):
+        await peer.delete_quarantine("node-1", b"h-out", term, expected=b"auto")
+    # A refused write changes neither the record nor the history.
+    assert await peer.get_quarantines() == {"node-1": b"manual"}
+    assert [e.sequence for e in await peer.get_history()] == [first]
+    converted = await peer.put_quarantine(
+        "node-1", b"manual-2", b"h-convert", term, expected=b"manual"
+    )
+    assert converted > first
+    assert await peer.delete_quarantine("node-1", b"h-out", term, expected=b"manual-2") > 0
+    assert await peer.get_quarantines() == {}
+    with pytest.raises(QuarantineConflict):
+        await peer.delete_quarantine("node-1", b"h-again", term, expected=b"manual-2")
+    # Fencing is checked before the record: a deposed leader gets FencingError.
+    await store.resign(term)
+    with pytest.raises(FencingError):
+        await store.put_quarantine("node-1", b"x", b"x", term, expected=b"not-it")
+
+
+async def test_history_details_are_set_after_the_append(backend: Backend) -> None:
+    store, peer = backend.store, await backend.peer()
+    term = await store.campaign("ctl-0", "a:1", 5)
+    assert term is not None
+    first = await store.put_quarantine("node-1", b"q", b"hist-in", term)
+    second = await store.delete_quarantine("node-1", b"hist-out", term)
+    assert [e.details for e in await peer.get_history()] == [b"", b""]
+    await store.annotate_history(first, b"hooks: ok", term)
+    await store.annotate_history(first, b"hooks: failed", term)  # the latest wins
+    assert await peer.get_history("node-1") == [
+        HistoryEntry(first, b"hist-in", b"hooks: failed"),
+        HistoryEntry(second, b"hist-out"),
+    ]
+    with pytest.raises(StoreError, match="no history entry"):
+        await store.annotate_history(second + 1000, b"x", term)
+    await store.resign(term)
+    with pytest.raises(FencingError):
+        await store.annotate_history(second, b"late", term)
+    assert (await peer.get_history())[1].details == b""
+
+
 # -- events and settings ----------------------------------------------------------
 
 
@@ -393,6 +448,30 @@ async def test_embedded_state_survives_reopen(tmp_path: Path) -> None:
         assert await reopened.delete_quarantine("node-1", b"out", again) > sequence
     finally:
         await reopened.close()
+
+
+async def test_embedded_file_of_an_older_schema_is_migrated(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "novaops.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE history (sequence INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " node TEXT NOT NULL, payload BLOB NOT NULL);"
+        "INSERT INTO history (node, payload) VALUES ('node-1', x'01');"
+    )
+    old.commit()
+    old.close()
+    store = EmbeddedStore(path, FakeClock())
+    await store.open()
+    try:
+        assert await store.get_history() == [HistoryEntry(1, b"\x01")]
+        term = await store.campaign("ctl-0", "a:1", 5)
+        assert term is not None
+        await store.annotate_history(1, b"details", term)
+        assert (await store.get_history())[0].details == b"details"
+    finally:
+        await store.close()
 
 
 # -- etcd only --------------------------------------------------------------------
