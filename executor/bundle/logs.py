@@ -3,7 +3,8 @@
 What callers may rely on:
 
 * A file larger than the cap contributes only its newest ``cap`` bytes, cut at
-  a line boundary; the metadata entry says ``truncated``.
+  a line boundary (mid-line only when no line starts within them); the
+  metadata entry says ``truncated``.
 * With ``since``, a file keeps the lines from the first line whose timestamp is
   inside the window to its end (continuation lines without a timestamp, such
   as tracebacks, stay with their line). Timestamps recognised: ISO-8601
@@ -12,6 +13,11 @@ What callers may rely on:
   (the year is inferred) and Docker json-file ``"time":"..."``. A file without
   any parseable timestamp is kept whole if its mtime is inside the window and
   left out otherwise.
+* A failing ``journalctl`` (non-zero exit, timeout, not runnable) never costs
+  the plain system log files of the same collector: they are still collected,
+  then the journal's error is raised (the collector is recorded ``failed``
+  with it, and keeps its members). What journalctl wrote before failing is
+  kept too.
 """
 
 from __future__ import annotations
@@ -100,12 +106,21 @@ def _window_start(
 
 
 def _tail_start(fh: BinaryIO, size: int, cap: int) -> int:
-    """Offset of the first whole line within the last cap bytes."""
+    """Offset of the first whole line within the last cap bytes.
+
+    When no line starts within the last cap bytes (one line longer than the
+    cap), they are kept as they are, cut mid-line, rather than nothing.
+    """
     if size <= cap:
         return 0
-    fh.seek(size - cap)
+    start = size - cap
+    fh.seek(start - 1)
+    if fh.read(1) == b"\n":
+        return start  # the cut falls exactly on a line start
     partial = fh.readline(cap)
-    return size - cap + len(partial)
+    if not partial.endswith(b"\n") or start + len(partial) >= size:
+        return start
+    return start + len(partial)
 
 
 def open_host_file(root: HostRoot, host_path: str | PurePosixPath) -> BinaryIO:
@@ -196,26 +211,84 @@ def journal_available(root: HostRoot) -> bool:
     return root.is_system_root and shutil.which("journalctl") is not None
 
 
+class JournalError(RuntimeError):
+    """journalctl failed; the message is one line (exit status and its first error)."""
+
+
+def system_log_members(ctx: CollectorContext) -> Iterator[Member]:
+    """The journal (when there is one) and the plain system log files.
+
+    A journal failure is raised after the plain files were yielded.
+    """
+    failure: JournalError | None = None
+    if journal_available(ctx.root):
+        try:
+            yield from _journal_members(ctx)
+        except JournalError as exc:
+            failure = exc
+    yield from host_log_members(ctx, SYSTEM_LOGS)
+    if failure is not None:
+        raise failure
+
+
 def journal_members(ctx: CollectorContext) -> Iterator[Member]:
-    """``journalctl --since`` output, newest ``cap`` bytes, redacted."""
+    """``journalctl --since`` output, newest ``cap`` bytes, redacted.
+
+    For a caller that goes on to the plain system files only when this
+    returns: on failure the plain files (:data:`SYSTEM_LOGS`) are yielded here,
+    then :class:`JournalError` is raised. New callers use
+    :func:`system_log_members`.
+    """
+    try:
+        yield from _journal_members(ctx)
+    except JournalError:
+        yield from host_log_members(ctx, SYSTEM_LOGS)
+        raise
+
+
+def journal_command(since: datetime | None) -> list[str]:
+    """The journalctl command line for a window starting at since (None: everything)."""
     command = ["journalctl", "--no-pager", "--utc", "-o", "short-iso", "-q"]
-    if ctx.since_time is not None:
-        command.append(f"--since=@{int(ctx.since_time.timestamp())}")
-    with tempfile.TemporaryFile(dir=ctx.spool_dir) as raw:
+    if since is not None:
+        command.append(f"--since=@{int(since.timestamp())}")
+    return command
+
+
+def _journal_members(ctx: CollectorContext) -> Iterator[Member]:
+    with (
+        tempfile.TemporaryFile(dir=ctx.spool_dir) as raw,
+        tempfile.TemporaryFile(dir=ctx.spool_dir) as errors,
+    ):
         # The journal may be large: it lands on disk, then only its tail is redacted.
-        subprocess.run(
-            command,
-            stdout=raw,
-            stderr=subprocess.DEVNULL,
-            timeout=JOURNALCTL_TIMEOUT_SECONDS,
-            check=True,
-        )
-        size = raw.tell()
-        raw.seek(_tail_start(raw, size, ctx.max_file_bytes))
-        yield ctx.redacted_member(
-            "logs/system/journal.log",
-            raw,
-            source="journalctl",
-            mtime=ctx.now.timestamp(),
-            truncated=size > ctx.max_file_bytes,
-        )
+        failure: str | None = None
+        try:
+            done = subprocess.run(
+                journal_command(ctx.since_time),
+                stdout=raw,
+                stderr=errors,
+                timeout=JOURNALCTL_TIMEOUT_SECONDS,
+                check=False,
+            )
+            if done.returncode != 0:
+                errors.seek(0)
+                said = " ".join(errors.read(2000).decode("utf-8", "replace").split())
+                failure = f"journalctl exited with status {done.returncode}" + (
+                    f": {said[:300]}" if said else ""
+                )
+        except subprocess.TimeoutExpired:
+            failure = f"journalctl did not finish within {JOURNALCTL_TIMEOUT_SECONDS:g}s"
+        except OSError as exc:
+            failure = f"journalctl could not be run: {exc.strerror or exc}"
+        size = raw.seek(0, os.SEEK_END)
+        # An empty journal is still a member (it was read); a failed run with no output is not.
+        if size or failure is None:
+            raw.seek(_tail_start(raw, size, ctx.max_file_bytes))
+            yield ctx.redacted_member(
+                "logs/system/journal.log",
+                raw,
+                source="journalctl",
+                mtime=ctx.now.timestamp(),
+                truncated=size > ctx.max_file_bytes,
+            )
+        if failure is not None:
+            raise JournalError(failure)
