@@ -59,28 +59,45 @@ class RegisterResponse(_message.Message):
     ) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "sequence", "health")
+    __slots__ = ("node", "sequence", "health", "failing_checks", "checked_at")
     NODE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    FAILING_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
     node: str
     sequence: int
     health: _common_pb2.HealthStatus
+    failing_checks: _containers.RepeatedScalarFieldContainer[str]
+    checked_at: _timestamp_pb2.Timestamp
     def __init__(
         self,
         node: _Optional[str] = ...,
         sequence: _Optional[int] = ...,
         health: _Optional[_Union[_common_pb2.HealthStatus, str]] = ...,
+        failing_checks: _Optional[_Iterable[str]] = ...,
+        checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
     ) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known", "quarantined")
+    __slots__ = ("known", "quarantined", "quarantine", "fence_revision", "released")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    QUARANTINE_FIELD_NUMBER: _ClassVar[int]
+    FENCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    RELEASED_FIELD_NUMBER: _ClassVar[int]
     known: bool
     quarantined: bool
+    quarantine: _common_pb2.QuarantineRecord
+    fence_revision: int
+    released: _common_pb2.QuarantineHistoryEntry
     def __init__(
-        self, known: _Optional[bool] = ..., quarantined: _Optional[bool] = ...
+        self,
+        known: _Optional[bool] = ...,
+        quarantined: _Optional[bool] = ...,
+        quarantine: _Optional[_Union[_common_pb2.QuarantineRecord, _Mapping]] = ...,
+        fence_revision: _Optional[int] = ...,
+        released: _Optional[_Union[_common_pb2.QuarantineHistoryEntry, _Mapping]] = ...,
     ) -> None: ...
 
 class ListNodesRequest(_message.Message):
@@ -99,6 +116,8 @@ class NodeInfo(_message.Message):
         "labels",
         "facts",
         "health",
+        "failing_checks",
+        "health_checked_at",
     )
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
@@ -118,6 +137,8 @@ class NodeInfo(_message.Message):
     LABELS_FIELD_NUMBER: _ClassVar[int]
     FACTS_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
+    FAILING_CHECKS_FIELD_NUMBER: _ClassVar[int]
+    HEALTH_CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
     name: str
     address: str
     state: _common_pb2.NodeState
@@ -128,6 +149,8 @@ class NodeInfo(_message.Message):
     labels: _containers.ScalarMap[str, str]
     facts: _common_pb2.HostFacts
     health: _common_pb2.HealthStatus
+    failing_checks: _containers.RepeatedScalarFieldContainer[str]
+    health_checked_at: _timestamp_pb2.Timestamp
     def __init__(
         self,
         name: _Optional[str] = ...,
@@ -144,6 +167,10 @@ class NodeInfo(_message.Message):
         labels: _Optional[_Mapping[str, str]] = ...,
         facts: _Optional[_Union[_common_pb2.HostFacts, _Mapping]] = ...,
         health: _Optional[_Union[_common_pb2.HealthStatus, str]] = ...,
+        failing_checks: _Optional[_Iterable[str]] = ...,
+        health_checked_at: _Optional[
+            _Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]
+        ] = ...,
     ) -> None: ...
 
 class ListNodesResponse(_message.Message):
@@ -169,6 +196,7 @@ class ClusterStatus(_message.Message):
         "automation_paused",
         "breaker_tripped",
         "version",
+        "automation_enabled",
     )
     NODES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     NODES_UP_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +209,7 @@ class ClusterStatus(_message.Message):
     AUTOMATION_PAUSED_FIELD_NUMBER: _ClassVar[int]
     BREAKER_TRIPPED_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUTOMATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
     nodes_total: int
     nodes_up: int
     nodes_down: int
@@ -192,6 +221,7 @@ class ClusterStatus(_message.Message):
     automation_paused: bool
     breaker_tripped: bool
     version: str
+    automation_enabled: bool
     def __init__(
         self,
         nodes_total: _Optional[int] = ...,
@@ -205,6 +235,7 @@ class ClusterStatus(_message.Message):
         automation_paused: _Optional[bool] = ...,
         breaker_tripped: _Optional[bool] = ...,
         version: _Optional[str] = ...,
+        automation_enabled: _Optional[bool] = ...,
     ) -> None: ...
 
 class GetLeaderRequest(_message.Message):
@@ -305,19 +336,29 @@ class ClusterEvent(_message.Message):
     ) -> None: ...
 
 class FleetHealthRequest(_message.Message):
-    __slots__ = ("selector", "deadlines", "include_checks", "recover", "verify_clean", "dry_run")
+    __slots__ = (
+        "selector",
+        "deadlines",
+        "include_checks",
+        "recover",
+        "verify_clean",
+        "dry_run",
+        "reason",
+    )
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     DEADLINES_FIELD_NUMBER: _ClassVar[int]
     INCLUDE_CHECKS_FIELD_NUMBER: _ClassVar[int]
     RECOVER_FIELD_NUMBER: _ClassVar[int]
     VERIFY_CLEAN_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     selector: _common_pb2.NodeSelector
     deadlines: _common_pb2.FanoutDeadlines
     include_checks: bool
     recover: bool
     verify_clean: bool
     dry_run: bool
+    reason: str
     def __init__(
         self,
         selector: _Optional[_Union[_common_pb2.NodeSelector, _Mapping]] = ...,
@@ -326,6 +367,7 @@ class FleetHealthRequest(_message.Message):
         recover: _Optional[bool] = ...,
         verify_clean: _Optional[bool] = ...,
         dry_run: _Optional[bool] = ...,
+        reason: _Optional[str] = ...,
     ) -> None: ...
 
 class NodeHealthResult(_message.Message):

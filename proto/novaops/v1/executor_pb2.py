@@ -25,7 +25,7 @@ from novaops.v1 import common_pb2 as novaops_dot_v1_dot_common__pb2
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x19novaops/v1/executor.proto\x12\nnovaops.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17novaops/v1/common.proto"*\n\x10GetHealthRequest\x12\x16\n\x0einclude_checks\x18\x01 \x01(\x08"\xe9\x01\n\nNodeHealth\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.novaops.v1.HealthStatus\x12$\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x15.novaops.v1.HostFacts\x12\'\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x17.novaops.v1.CheckResult\x12\x0f\n\x07version\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bquarantined\x18\x07 \x01(\x08"\x15\n\x13GetInventoryRequest"t\n\x0f\x44iagnoseRequest\x12\x0c\n\x02vm\x18\x01 \x01(\tH\x00\x12\x13\n\tcontainer\x18\x02 \x01(\tH\x00\x12\x11\n\x07network\x18\x03 \x01(\tH\x00\x12\x0e\n\x04host\x18\x04 \x01(\x08H\x00\x12\x11\n\x07\x61ll_vms\x18\x05 \x01(\x08H\x00\x42\x08\n\x06target"z\n\x0eRecoverRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12(\n\x05grace\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration"\x89\x01\n\x0cRecoveryStep\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp"\x14\n\x12VerifyCleanRequest"Y\n\x11VerifyCleanResult\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63lean\x18\x02 \x01(\x08\x12\'\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x17.novaops.v1.CheckResult"\xb3\x01\n\x14\x43ollectBundleRequest\x12\x0f\n\x07include\x18\x01 \x03(\t\x12\r\n\x05scrub\x18\x02 \x01(\x08\x12(\n\x05since\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tscrub_key\x18\x04 \x01(\x0c\x12\x16\n\x0emax_file_bytes\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nreturn_map\x18\x07 \x01(\x08"\x9d\x01\n\x0b\x42undleChunk\x12\x0c\n\x04node\x18\x01 \x01(\t\x12*\n\x06header\x18\x02 \x01(\x0b\x32\x18.novaops.v1.BundleHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12,\n\x07trailer\x18\x04 \x01(\x0b\x32\x19.novaops.v1.BundleTrailerH\x00\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x42\x06\n\x04part"2\n\x0c\x42undleHeader\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t"\xbb\x01\n\rBundleTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12=\n\nredactions\x18\x03 \x03(\x0b\x32).novaops.v1.BundleTrailer.RedactionsEntry\x12\x1a\n\x12pseudonym_map_json\x18\x04 \x01(\x0c\x1a\x31\n\x0fRedactionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01"\x92\x01\n\x16\x41pplyQuarantineRequest\x12\x13\n\x0bquarantined\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12,\n\x06source\x18\x04 \x01(\x0e\x32\x1c.novaops.v1.QuarantineSource\x12\x16\n\x0e\x66\x65nce_revision\x18\x05 \x01(\x04"a\n\x15\x41pplyQuarantineResult\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x13\n\x0bquarantined\x18\x02 \x01(\x08\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12\x14\n\x0chook_results\x18\x04 \x03(\t"\x1f\n\x11GetVmStatsRequest\x12\n\n\x02vm\x18\x01 \x01(\t"\xe5\x01\n\x07VmStats\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_time_ns\x18\x03 \x01(\x04\x12\x12\n\nmemory_kib\x18\x04 \x01(\x04\x12\x0f\n\x07rss_kib\x18\x05 \x01(\x04\x12%\n\x05\x62lock\x18\x06 \x03(\x0b\x32\x16.novaops.v1.BlockStats\x12.\n\ninterfaces\x18\x07 \x03(\x0b\x32\x1a.novaops.v1.InterfaceStats\x12/\n\x0bobserved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp"\x84\x01\n\nBlockStats\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nread_bytes\x18\x02 \x01(\x04\x12\x13\n\x0bwrite_bytes\x18\x03 \x01(\x04\x12\x15\n\rread_requests\x18\x04 \x01(\x04\x12\x16\n\x0ewrite_requests\x18\x05 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\x04"\xb6\x01\n\x0eInterfaceStats\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x03 \x01(\x04\x12\x12\n\nrx_packets\x18\x04 \x01(\x04\x12\x12\n\ntx_packets\x18\x05 \x01(\x04\x12\x11\n\trx_errors\x18\x06 \x01(\x04\x12\x11\n\ttx_errors\x18\x07 \x01(\x04\x12\x10\n\x08rx_drops\x18\x08 \x01(\x04\x12\x10\n\x08tx_drops\x18\t \x01(\x04\x32\xdb\x04\n\x0f\x45xecutorService\x12\x41\n\tGetHealth\x12\x1c.novaops.v1.GetHealthRequest\x1a\x16.novaops.v1.NodeHealth\x12\x46\n\x0cGetInventory\x12\x1f.novaops.v1.GetInventoryRequest\x1a\x15.novaops.v1.Inventory\x12\x42\n\x08\x44iagnose\x12\x1b.novaops.v1.DiagnoseRequest\x1a\x17.novaops.v1.CheckResult0\x01\x12\x41\n\x07Recover\x12\x1a.novaops.v1.RecoverRequest\x1a\x18.novaops.v1.RecoveryStep0\x01\x12L\n\x0bVerifyClean\x12\x1e.novaops.v1.VerifyCleanRequest\x1a\x1d.novaops.v1.VerifyCleanResult\x12L\n\rCollectBundle\x12 .novaops.v1.CollectBundleRequest\x1a\x17.novaops.v1.BundleChunk0\x01\x12X\n\x0f\x41pplyQuarantine\x12".novaops.v1.ApplyQuarantineRequest\x1a!.novaops.v1.ApplyQuarantineResult\x12@\n\nGetVmStats\x12\x1d.novaops.v1.GetVmStatsRequest\x1a\x13.novaops.v1.VmStatsb\x06proto3'
+    b'\n\x19novaops/v1/executor.proto\x12\nnovaops.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17novaops/v1/common.proto"*\n\x10GetHealthRequest\x12\x16\n\x0einclude_checks\x18\x01 \x01(\x08"\xe9\x01\n\nNodeHealth\x12\x0c\n\x04node\x18\x01 \x01(\t\x12(\n\x06status\x18\x02 \x01(\x0e\x32\x18.novaops.v1.HealthStatus\x12$\n\x05\x66\x61\x63ts\x18\x03 \x01(\x0b\x32\x15.novaops.v1.HostFacts\x12\'\n\x06\x63hecks\x18\x04 \x03(\x0b\x32\x17.novaops.v1.CheckResult\x12\x0f\n\x07version\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bquarantined\x18\x07 \x01(\x08"\x15\n\x13GetInventoryRequest"t\n\x0f\x44iagnoseRequest\x12\x0c\n\x02vm\x18\x01 \x01(\tH\x00\x12\x13\n\tcontainer\x18\x02 \x01(\tH\x00\x12\x11\n\x07network\x18\x03 \x01(\tH\x00\x12\x0e\n\x04host\x18\x04 \x01(\x08H\x00\x12\x11\n\x07\x61ll_vms\x18\x05 \x01(\x08H\x00\x42\x08\n\x06target"\xa2\x01\n\x0eRecoverRequest\x12\x0e\n\x06\x61\x63tion\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\x12\r\n\x05\x61\x63tor\x18\x04 \x01(\t\x12(\n\x05grace\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x16\n\x0e\x66\x65nce_revision\x18\x06 \x01(\x04\x12\x0e\n\x06reason\x18\x07 \x01(\t"\x98\x01\n\x0cRecoveryStep\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x0f\n\x07outcome\x18\x04 \x01(\t\x12\r\n\x05\x65rror\x18\x05 \x01(\t\x12&\n\x02\x61t\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05\x66\x61tal\x18\x07 \x01(\x08",\n\x12VerifyCleanRequest\x12\x16\n\x0erecord_outcome\x18\x01 \x01(\x08"Y\n\x11VerifyCleanResult\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\r\n\x05\x63lean\x18\x02 \x01(\x08\x12\'\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x17.novaops.v1.CheckResult"\xb3\x01\n\x14\x43ollectBundleRequest\x12\x0f\n\x07include\x18\x01 \x03(\t\x12\r\n\x05scrub\x18\x02 \x01(\x08\x12(\n\x05since\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x11\n\tscrub_key\x18\x04 \x01(\x0c\x12\x16\n\x0emax_file_bytes\x18\x05 \x01(\x04\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x12\n\nreturn_map\x18\x07 \x01(\x08"\x9d\x01\n\x0b\x42undleChunk\x12\x0c\n\x04node\x18\x01 \x01(\t\x12*\n\x06header\x18\x02 \x01(\x0b\x32\x18.novaops.v1.BundleHeaderH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x12,\n\x07trailer\x18\x04 \x01(\x0b\x32\x19.novaops.v1.BundleTrailerH\x00\x12\x0e\n\x06offset\x18\x05 \x01(\x04\x42\x06\n\x04part"2\n\x0c\x42undleHeader\x12\x0e\n\x06\x66ormat\x18\x01 \x01(\t\x12\x12\n\nrequest_id\x18\x02 \x01(\t"\xbb\x01\n\rBundleTrailer\x12\x0e\n\x06sha256\x18\x01 \x01(\t\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12=\n\nredactions\x18\x03 \x03(\x0b\x32).novaops.v1.BundleTrailer.RedactionsEntry\x12\x1a\n\x12pseudonym_map_json\x18\x04 \x01(\x0c\x1a\x31\n\x0fRedactionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01"\xbd\x01\n\x16\x41pplyQuarantineRequest\x12\x13\n\x0bquarantined\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12,\n\x06source\x18\x04 \x01(\x0e\x32\x1c.novaops.v1.QuarantineSource\x12\x16\n\x0e\x66\x65nce_revision\x18\x05 \x01(\x04\x12)\n\x05since\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp"a\n\x15\x41pplyQuarantineResult\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x13\n\x0bquarantined\x18\x02 \x01(\x08\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12\x14\n\x0chook_results\x18\x04 \x03(\t"\x1f\n\x11GetVmStatsRequest\x12\n\n\x02vm\x18\x01 \x01(\t"\xe5\x01\n\x07VmStats\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\n\n\x02vm\x18\x02 \x01(\t\x12\x13\n\x0b\x63pu_time_ns\x18\x03 \x01(\x04\x12\x12\n\nmemory_kib\x18\x04 \x01(\x04\x12\x0f\n\x07rss_kib\x18\x05 \x01(\x04\x12%\n\x05\x62lock\x18\x06 \x03(\x0b\x32\x16.novaops.v1.BlockStats\x12.\n\ninterfaces\x18\x07 \x03(\x0b\x32\x1a.novaops.v1.InterfaceStats\x12/\n\x0bobserved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp"\x84\x01\n\nBlockStats\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x12\n\nread_bytes\x18\x02 \x01(\x04\x12\x13\n\x0bwrite_bytes\x18\x03 \x01(\x04\x12\x15\n\rread_requests\x18\x04 \x01(\x04\x12\x16\n\x0ewrite_requests\x18\x05 \x01(\x04\x12\x0e\n\x06\x65rrors\x18\x06 \x01(\x04"\xb6\x01\n\x0eInterfaceStats\x12\x0e\n\x06\x64\x65vice\x18\x01 \x01(\t\x12\x10\n\x08rx_bytes\x18\x02 \x01(\x04\x12\x10\n\x08tx_bytes\x18\x03 \x01(\x04\x12\x12\n\nrx_packets\x18\x04 \x01(\x04\x12\x12\n\ntx_packets\x18\x05 \x01(\x04\x12\x11\n\trx_errors\x18\x06 \x01(\x04\x12\x11\n\ttx_errors\x18\x07 \x01(\x04\x12\x10\n\x08rx_drops\x18\x08 \x01(\x04\x12\x10\n\x08tx_drops\x18\t \x01(\x04\x32\xdb\x04\n\x0f\x45xecutorService\x12\x41\n\tGetHealth\x12\x1c.novaops.v1.GetHealthRequest\x1a\x16.novaops.v1.NodeHealth\x12\x46\n\x0cGetInventory\x12\x1f.novaops.v1.GetInventoryRequest\x1a\x15.novaops.v1.Inventory\x12\x42\n\x08\x44iagnose\x12\x1b.novaops.v1.DiagnoseRequest\x1a\x17.novaops.v1.CheckResult0\x01\x12\x41\n\x07Recover\x12\x1a.novaops.v1.RecoverRequest\x1a\x18.novaops.v1.RecoveryStep0\x01\x12L\n\x0bVerifyClean\x12\x1e.novaops.v1.VerifyCleanRequest\x1a\x1d.novaops.v1.VerifyCleanResult\x12L\n\rCollectBundle\x12 .novaops.v1.CollectBundleRequest\x1a\x17.novaops.v1.BundleChunk0\x01\x12X\n\x0f\x41pplyQuarantine\x12".novaops.v1.ApplyQuarantineRequest\x1a!.novaops.v1.ApplyQuarantineResult\x12@\n\nGetVmStats\x12\x1d.novaops.v1.GetVmStatsRequest\x1a\x13.novaops.v1.VmStatsb\x06proto3'
 )
 
 _globals = globals()
@@ -43,36 +43,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_GETINVENTORYREQUEST"]._serialized_end = 432
     _globals["_DIAGNOSEREQUEST"]._serialized_start = 434
     _globals["_DIAGNOSEREQUEST"]._serialized_end = 550
-    _globals["_RECOVERREQUEST"]._serialized_start = 552
-    _globals["_RECOVERREQUEST"]._serialized_end = 674
-    _globals["_RECOVERYSTEP"]._serialized_start = 677
-    _globals["_RECOVERYSTEP"]._serialized_end = 814
-    _globals["_VERIFYCLEANREQUEST"]._serialized_start = 816
-    _globals["_VERIFYCLEANREQUEST"]._serialized_end = 836
-    _globals["_VERIFYCLEANRESULT"]._serialized_start = 838
-    _globals["_VERIFYCLEANRESULT"]._serialized_end = 927
-    _globals["_COLLECTBUNDLEREQUEST"]._serialized_start = 930
-    _globals["_COLLECTBUNDLEREQUEST"]._serialized_end = 1109
-    _globals["_BUNDLECHUNK"]._serialized_start = 1112
-    _globals["_BUNDLECHUNK"]._serialized_end = 1269
-    _globals["_BUNDLEHEADER"]._serialized_start = 1271
-    _globals["_BUNDLEHEADER"]._serialized_end = 1321
-    _globals["_BUNDLETRAILER"]._serialized_start = 1324
-    _globals["_BUNDLETRAILER"]._serialized_end = 1511
-    _globals["_BUNDLETRAILER_REDACTIONSENTRY"]._serialized_start = 1462
-    _globals["_BUNDLETRAILER_REDACTIONSENTRY"]._serialized_end = 1511
-    _globals["_APPLYQUARANTINEREQUEST"]._serialized_start = 1514
-    _globals["_APPLYQUARANTINEREQUEST"]._serialized_end = 1660
-    _globals["_APPLYQUARANTINERESULT"]._serialized_start = 1662
-    _globals["_APPLYQUARANTINERESULT"]._serialized_end = 1759
-    _globals["_GETVMSTATSREQUEST"]._serialized_start = 1761
-    _globals["_GETVMSTATSREQUEST"]._serialized_end = 1792
-    _globals["_VMSTATS"]._serialized_start = 1795
-    _globals["_VMSTATS"]._serialized_end = 2024
-    _globals["_BLOCKSTATS"]._serialized_start = 2027
-    _globals["_BLOCKSTATS"]._serialized_end = 2159
-    _globals["_INTERFACESTATS"]._serialized_start = 2162
-    _globals["_INTERFACESTATS"]._serialized_end = 2344
-    _globals["_EXECUTORSERVICE"]._serialized_start = 2347
-    _globals["_EXECUTORSERVICE"]._serialized_end = 2950
+    _globals["_RECOVERREQUEST"]._serialized_start = 553
+    _globals["_RECOVERREQUEST"]._serialized_end = 715
+    _globals["_RECOVERYSTEP"]._serialized_start = 718
+    _globals["_RECOVERYSTEP"]._serialized_end = 870
+    _globals["_VERIFYCLEANREQUEST"]._serialized_start = 872
+    _globals["_VERIFYCLEANREQUEST"]._serialized_end = 916
+    _globals["_VERIFYCLEANRESULT"]._serialized_start = 918
+    _globals["_VERIFYCLEANRESULT"]._serialized_end = 1007
+    _globals["_COLLECTBUNDLEREQUEST"]._serialized_start = 1010
+    _globals["_COLLECTBUNDLEREQUEST"]._serialized_end = 1189
+    _globals["_BUNDLECHUNK"]._serialized_start = 1192
+    _globals["_BUNDLECHUNK"]._serialized_end = 1349
+    _globals["_BUNDLEHEADER"]._serialized_start = 1351
+    _globals["_BUNDLEHEADER"]._serialized_end = 1401
+    _globals["_BUNDLETRAILER"]._serialized_start = 1404
+    _globals["_BUNDLETRAILER"]._serialized_end = 1591
+    _globals["_BUNDLETRAILER_REDACTIONSENTRY"]._serialized_start = 1542
+    _globals["_BUNDLETRAILER_REDACTIONSENTRY"]._serialized_end = 1591
+    _globals["_APPLYQUARANTINEREQUEST"]._serialized_start = 1594
+    _globals["_APPLYQUARANTINEREQUEST"]._serialized_end = 1783
+    _globals["_APPLYQUARANTINERESULT"]._serialized_start = 1785
+    _globals["_APPLYQUARANTINERESULT"]._serialized_end = 1882
+    _globals["_GETVMSTATSREQUEST"]._serialized_start = 1884
+    _globals["_GETVMSTATSREQUEST"]._serialized_end = 1915
+    _globals["_VMSTATS"]._serialized_start = 1918
+    _globals["_VMSTATS"]._serialized_end = 2147
+    _globals["_BLOCKSTATS"]._serialized_start = 2150
+    _globals["_BLOCKSTATS"]._serialized_end = 2282
+    _globals["_INTERFACESTATS"]._serialized_start = 2285
+    _globals["_INTERFACESTATS"]._serialized_end = 2467
+    _globals["_EXECUTORSERVICE"]._serialized_start = 2470
+    _globals["_EXECUTORSERVICE"]._serialized_end = 3073
 # @@protoc_insertion_point(module_scope)

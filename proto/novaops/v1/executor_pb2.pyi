@@ -70,17 +70,21 @@ class DiagnoseRequest(_message.Message):
     ) -> None: ...
 
 class RecoverRequest(_message.Message):
-    __slots__ = ("action", "target", "dry_run", "actor", "grace")
+    __slots__ = ("action", "target", "dry_run", "actor", "grace", "fence_revision", "reason")
     ACTION_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     DRY_RUN_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     GRACE_FIELD_NUMBER: _ClassVar[int]
+    FENCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
     action: str
     target: str
     dry_run: bool
     actor: str
     grace: _duration_pb2.Duration
+    fence_revision: int
+    reason: str
     def __init__(
         self,
         action: _Optional[str] = ...,
@@ -88,22 +92,26 @@ class RecoverRequest(_message.Message):
         dry_run: _Optional[bool] = ...,
         actor: _Optional[str] = ...,
         grace: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...,
+        fence_revision: _Optional[int] = ...,
+        reason: _Optional[str] = ...,
     ) -> None: ...
 
 class RecoveryStep(_message.Message):
-    __slots__ = ("node", "action", "description", "outcome", "error", "at")
+    __slots__ = ("node", "action", "description", "outcome", "error", "at", "fatal")
     NODE_FIELD_NUMBER: _ClassVar[int]
     ACTION_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    FATAL_FIELD_NUMBER: _ClassVar[int]
     node: str
     action: str
     description: str
     outcome: str
     error: str
     at: _timestamp_pb2.Timestamp
+    fatal: bool
     def __init__(
         self,
         node: _Optional[str] = ...,
@@ -112,11 +120,14 @@ class RecoveryStep(_message.Message):
         outcome: _Optional[str] = ...,
         error: _Optional[str] = ...,
         at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        fatal: _Optional[bool] = ...,
     ) -> None: ...
 
 class VerifyCleanRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("record_outcome",)
+    RECORD_OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    record_outcome: bool
+    def __init__(self, record_outcome: _Optional[bool] = ...) -> None: ...
 
 class VerifyCleanResult(_message.Message):
     __slots__ = ("node", "clean", "checks")
@@ -224,17 +235,19 @@ class BundleTrailer(_message.Message):
     ) -> None: ...
 
 class ApplyQuarantineRequest(_message.Message):
-    __slots__ = ("quarantined", "reason", "actor", "source", "fence_revision")
+    __slots__ = ("quarantined", "reason", "actor", "source", "fence_revision", "since")
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     ACTOR_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     FENCE_REVISION_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     quarantined: bool
     reason: str
     actor: str
     source: _common_pb2.QuarantineSource
     fence_revision: int
+    since: _timestamp_pb2.Timestamp
     def __init__(
         self,
         quarantined: _Optional[bool] = ...,
@@ -242,6 +255,7 @@ class ApplyQuarantineRequest(_message.Message):
         actor: _Optional[str] = ...,
         source: _Optional[_Union[_common_pb2.QuarantineSource, str]] = ...,
         fence_revision: _Optional[int] = ...,
+        since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
     ) -> None: ...
 
 class ApplyQuarantineResult(_message.Message):
