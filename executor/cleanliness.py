@@ -26,9 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import itertools
+import logging
 import os
 import re
+import signal as signals
 import weakref
 import xml.etree.ElementTree as ET
 from collections.abc import Awaitable, Callable, Sequence
@@ -50,6 +53,8 @@ from novaops.executor.libvirt_access import (
     LibvirtUnavailable,
 )
 from novaops.v1 import common_pb2
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from novaops.executor.checks.sources import CheckSources
@@ -116,8 +121,49 @@ class ProcessTable(Protocol):
         ...
 
 
+# The control named when signals go by pid because pidfd is unavailable; the same
+# name the host.cgroup check reports in degraded_controls.
+PIDFD_CONTROL = "pidfd-signal"
+
+
+@functools.cache
+def pidfd_signalling_available() -> bool:
+    """Whether this Python and kernel can signal through a pidfd (probed once)."""
+    if not hasattr(os, "pidfd_open") or not hasattr(signals, "pidfd_send_signal"):
+        return False
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError:
+        return False
+    os.close(fd)
+    return True
+
+
+def _count_degraded(control: str) -> None:
+    from novaops.executor.metrics import CONTROL_DEGRADED
+
+    CONTROL_DEGRADED.labels(control).inc()
+
+
 class PsutilProcessTable:
-    """:class:`ProcessTable` over psutil. Never signals pid <= 1 or this process."""
+    """:class:`ProcessTable` over psutil. Never signals pid <= 1 or this process.
+
+    :meth:`signal` goes through a pidfd where the kernel has them: the descriptor
+    is opened first and the process's start time checked after, so the signal
+    reaches the process that was found or nobody (a pid reused after the check
+    cannot receive it). Without pidfd (``use_pidfd=False`` forces it) it signals
+    by pid after the same check, a window in which the pid could be reused, and
+    counts ``novaops_control_degraded_total{control="pidfd-signal"}`` per signal sent.
+    """
+
+    def __init__(
+        self,
+        *,
+        use_pidfd: bool | None = None,
+        count_degraded: Callable[[str], None] = _count_degraded,
+    ) -> None:
+        self.use_pidfd = pidfd_signalling_available() if use_pidfd is None else use_pidfd
+        self._count_degraded = count_degraded
 
     def get(self, pid: int) -> ProcessInfo | None:
         if pid <= 0:
@@ -151,11 +197,50 @@ class PsutilProcessTable:
     def signal(self, pid: int, create_time: float, sig: int) -> bool:
         if pid <= 1 or pid == os.getpid():
             return False
+        if self.use_pidfd:
+            return self._signal_pidfd(pid, create_time, sig)
+        sent = self._signal_pid(pid, create_time, sig)
+        if sent:
+            self._count_degraded(PIDFD_CONTROL)
+        return sent
+
+    @staticmethod
+    def _is(pid: int, create_time: float) -> bool:
+        """Whether pid is now the live process that started at create_time."""
+        try:
+            proc = psutil.Process(pid)
+            return proc.create_time() == create_time and proc.status() != psutil.STATUS_ZOMBIE
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+
+    def _signal_pidfd(self, pid: int, create_time: float, sig: int) -> bool:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return False
+        except OSError as exc:  # ENOSYS in a sandbox that hides the syscall
+            log.warning("pidfd_open failed (%s); signalling by pid from now on", exc)
+            self.use_pidfd = False
+            return self.signal(pid, create_time, sig)
+        try:
+            # The descriptor holds the process that had the pid when it was opened:
+            # if that is still the one found, the signal cannot reach another.
+            if not self._is(pid, create_time):
+                return False
+            signals.pidfd_send_signal(fd, sig)
+        except ProcessLookupError:
+            return False  # exited after the check
+        finally:
+            os.close(fd)
+        return True
+
+    def _signal_pid(self, pid: int, create_time: float, sig: int) -> bool:
         try:
             proc = psutil.Process(pid)
             if proc.create_time() != create_time or proc.status() == psutil.STATUS_ZOMBIE:
                 return False
-            # psutil re-checks the process identity right before kill().
+            # psutil re-checks the process identity right before kill(), which
+            # narrows the window of pid reuse but cannot close it.
             proc.send_signal(sig)
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return False

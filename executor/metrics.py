@@ -15,7 +15,8 @@ from novaops.executor.checks.model import CheckResult
 
 CONTROL_DEGRADED = Counter(
     "novaops_control_degraded_total",
-    "Health checks that found a control degraded by the cgroup backend or missing pidfd.",
+    "Controls found degraded by a health check (cgroup backend, missing pidfd), and "
+    "signals sent by pid for lack of pidfd (control pidfd-signal).",
     ["control"],
 )
 BUNDLES_BUILT = Counter(

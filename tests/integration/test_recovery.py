@@ -359,3 +359,61 @@ async def test_checks_finders_drive_recovery(
         assert (await verify_clean("n-checks", finders)).clean
     finally:
         await connection.close()
+
+
+# -- signalling: through a pidfd, or by pid (degraded) ----------------------------------
+
+
+def test_signals_go_through_a_pidfd_when_the_kernel_has_them(
+    sleepers: list[subprocess.Popen[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from novaops.executor import cleanliness
+
+    if not cleanliness.pidfd_signalling_available():
+        pytest.skip("this kernel or Python has no pidfd_open/pidfd_send_signal")
+    sent: list[tuple[int, int]] = []
+    real_send = signal.pidfd_send_signal
+
+    def recording_send(fd: int, sig: int) -> None:
+        sent.append((fd, sig))
+        real_send(fd, sig)
+
+    monkeypatch.setattr(signal, "pidfd_send_signal", recording_send)
+    degraded: list[str] = []
+    table = cleanliness.PsutilProcessTable(count_degraded=degraded.append)
+    assert table.use_pidfd
+    pid = start_sleeper(sleepers)
+    info = table.get(pid)
+    assert info is not None
+    # Another start time is another process: nothing is sent.
+    assert table.signal(pid, info.create_time + 1.0, signal.SIGTERM) is False
+    assert sent == []
+    assert table.signal(pid, info.create_time, signal.SIGTERM) is True
+    assert [sig for _, sig in sent] == [signal.SIGTERM]
+    assert sleepers[-1].wait(timeout=5) == -signal.SIGTERM
+    assert table.signal(pid, info.create_time, signal.SIGKILL) is False  # gone
+    assert degraded == []
+
+
+def test_without_pidfd_signals_go_by_pid_and_count_as_degraded(
+    sleepers: list[subprocess.Popen[str]],
+) -> None:
+    from prometheus_client import REGISTRY
+
+    from novaops.executor.cleanliness import PsutilProcessTable
+
+    def degraded_total() -> float:
+        value = REGISTRY.get_sample_value(
+            "novaops_control_degraded_total", {"control": "pidfd-signal"}
+        )
+        return value or 0.0
+
+    before = degraded_total()
+    table = PsutilProcessTable(use_pidfd=False)  # forced fallback, the real counter
+    pid = start_sleeper(sleepers)
+    info = table.get(pid)
+    assert info is not None
+    assert table.signal(pid, info.create_time + 1.0, signal.SIGTERM) is False
+    assert table.signal(pid, info.create_time, signal.SIGTERM) is True
+    assert sleepers[-1].wait(timeout=5) == -signal.SIGTERM
+    assert degraded_total() == before + 1  # per signal sent the degraded way
