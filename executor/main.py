@@ -30,12 +30,13 @@ from novaops.executor.cleanliness import ChecksFinders
 from novaops.executor.config import ExecutorConfig
 from novaops.executor.domain_events import watch_domain_states
 from novaops.executor.facts import gather_host_facts
+from novaops.executor.health import HealthVerdict
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import LibvirtGateway
 from novaops.executor.quarantine import NodeQuarantine, sync_with_controller
 from novaops.executor.recovery import ConnectionDomainControl, NetlinkLinks, RecoveryCatalogue
 from novaops.executor.registration import GrpcControllerLink, Registrar
-from novaops.executor.server import ExecutorContext, add_executor_service, evaluate_health
+from novaops.executor.server import ExecutorContext, add_executor_service, heartbeat_health
 from novaops.v1 import common_pb2
 
 log = logging.getLogger("novaops.executor")
@@ -170,7 +171,7 @@ class Executor:
             result = None
             if mismatch and mismatch_seen:
                 result = await sync_with_controller(
-                    self.ctx.quarantine, status.quarantined, status.controller
+                    self.ctx.quarantine, status.quarantined, status.controller, status.decision
                 )
             mismatch_seen = mismatch
             if result is not None and result.changed:
@@ -185,15 +186,9 @@ class Executor:
     async def _facts(self) -> common_pb2.HostFacts:
         return await gather_host_facts(self.ctx.host_root, self.libvirt)
 
-    async def _health(self) -> common_pb2.HealthStatus:
-        quarantined = self.ctx.quarantined()
-        try:
-            facts = await asyncio.wait_for(self._facts(), HEARTBEAT_HEALTH_TIMEOUT_SECONDS)
-        except TimeoutError:
-            # A libvirt too slow to answer is unhealthy; the heartbeat must not wait
-            # for it, or the controller would see the node as down instead.
-            facts = common_pb2.HostFacts(libvirt_reachable=False)
-        return evaluate_health(facts, quarantined)
+    async def _health(self) -> HealthVerdict:
+        # The last health-check verdict (checks run in the background), see heartbeat_health.
+        return await heartbeat_health(self.ctx, HEARTBEAT_HEALTH_TIMEOUT_SECONDS)
 
     async def start(self) -> None:
         """Bind, serve and start registering. StartupError if it cannot serve."""
@@ -246,6 +241,7 @@ class Executor:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        await self.ctx.close()
         await self.libvirt.close()
         log.info("executor %s stopped", self.config.node)
 

@@ -12,20 +12,28 @@ What callers may rely on:
 * An unreadable or corrupt state file is read as *quarantined* (fail closed), with
   a reason saying so; the next ApplyQuarantine replaces it.
 * :meth:`NodeQuarantine.apply` is idempotent and fenced: a request whose
-  ``fence_revision`` is older than the last applied one is ignored (``stale``);
-  one that matches the current state changes nothing and runs no hooks. A change
-  is persisted *before* its hooks run (enforcement first), and marked done after
-  them, so an executor that died mid-hooks re-runs them on the controller's retry.
+  ``fence_revision`` is older than the newest fence this node has seen is ignored
+  (``stale``); one that matches the current state changes nothing and runs no
+  hooks. A change is persisted *before* its hooks run (enforcement first), and
+  marked done after them, so an executor that died mid-hooks re-runs them on the
+  controller's retry.
+* The newest fence seen is one per node, kept in ``fence_revision`` of the state
+  file: quarantine decisions and recoveries (:meth:`NodeQuarantine.admit_fence`)
+  both raise it, and both are refused below it, so a deposed leader can neither
+  repair nor (un)quarantine a node a newer leader has acted on. Fence 0 means
+  "unfenced" and is neither recorded nor refused.
 * Hooks are executables in ``hooks_dir/quarantine.d`` or ``hooks_dir/unquarantine.d``
   run in name order, without a shell, with stdin closed, a minimal environment
   (``PATH``, ``LANG`` and ``NOVAOPS_NODE``, ``NOVAOPS_REASON``, ``NOVAOPS_ACTOR``,
   ``NOVAOPS_SOURCE`` (manual|auto), ``NOVAOPS_ACTION`` (quarantine|unquarantine),
-  ``NOVAOPS_FENCE_REVISION``) and a timeout each. Only regular files (not links)
-  owned by root or this process's user, not group/world-writable and executable
-  are run; others are reported refused. Every hook yields one line in
-  ``hook_results``: ``"name: ok"``, ``"name: exit 3: <last stderr line>"``,
-  ``"name: timed out after 30s"``, ``"name: refused: <why>"``. One failing hook does
-  not stop the others.
+  ``NOVAOPS_SINCE`` (ISO 8601), ``NOVAOPS_FENCE_REVISION``) and a timeout each.
+  Reason, actor, source and since are the controller's record of the decision,
+  also when the node learns it from a heartbeat (:func:`sync_with_controller`).
+  Only regular files (not links) owned by root or this process's user, not
+  group/world-writable and executable are run; others are reported refused.
+  Every hook yields one line in ``hook_results``: ``"name: ok"``,
+  ``"name: exit 3: <last stderr line>"``, ``"name: timed out after 30s"``,
+  ``"name: refused: <why>"``. One failing hook does not stop the others.
 """
 
 from __future__ import annotations
@@ -75,6 +83,11 @@ class NodeQuarantined(Exception):
     """A mutating RPC was refused because the node is quarantined (FAILED_PRECONDITION)."""
 
 
+class StaleFence(Exception):
+    """A fenced action carried a fence older than the newest this node has seen
+    (FAILED_PRECONDITION): it comes from a leader that has been replaced."""
+
+
 @dataclass(frozen=True)
 class QuarantineState:
     """The node's local quarantine record; ``hooks_pending`` while hooks have not
@@ -84,6 +97,7 @@ class QuarantineState:
     reason: str = ""
     actor: str = ""
     source: str = ""
+    # The newest fence seen from any fenced decision (quarantine or recovery).
     fence_revision: int = 0
     since: str = ""  # ISO 8601, when the current state began
     hooks_pending: bool = False
@@ -130,8 +144,10 @@ class NodeQuarantine:
     def refuse_if_quarantined(self, operation: str) -> None:
         """Raise NodeQuarantined for a non-recovery mutating operation while quarantined.
 
-        Recovery (Recover), VerifyClean, reads and ApplyQuarantine itself stay
-        allowed: they are how a quarantined node gets clean and comes back.
+        The executor calls it for every RPC its table classifies as mutating
+        (``novaops.executor.server.EXECUTOR_RPCS``). Recovery (Recover), reads
+        (VerifyClean among them) and ApplyQuarantine itself stay allowed: they are
+        how a quarantined node gets clean and comes back.
         """
         state = self._state
         if state.quarantined:
@@ -140,6 +156,25 @@ class NodeQuarantine:
                 f"by {state.actor or 'unknown'} ({state.source or 'unknown'}): {state.reason}"
             )
 
+    async def admit_fence(self, fence_revision: int, operation: str) -> None:
+        """Record fence_revision as the newest seen (persisted), or raise StaleFence
+        when it is older than that. 0 (unfenced) is neither recorded nor refused.
+
+        Serialised with :meth:`apply`: it waits while a quarantine change runs its hooks.
+        """
+        if fence_revision == 0:
+            return
+        async with self._lock:
+            current = self._state
+            if fence_revision < current.fence_revision:
+                raise StaleFence(
+                    f"{operation} refused: fence revision {fence_revision} is older than "
+                    f"{current.fence_revision}, the newest this node has seen (a newer "
+                    "leader has acted on it since)"
+                )
+            if fence_revision > current.fence_revision:
+                await asyncio.to_thread(self._save, replace(current, fence_revision=fence_revision))
+
     async def apply(
         self,
         quarantined: bool,
@@ -147,8 +182,14 @@ class NodeQuarantine:
         actor: str,
         source: str,
         fence_revision: int,
+        *,
+        since: str = "",
     ) -> ApplyResult:
-        """Apply a controller decision; see the module docstring for the guarantees."""
+        """Apply a controller decision; see the module docstring for the guarantees.
+
+        ``since`` (ISO 8601) is when the controller's record says the state began;
+        empty: now.
+        """
         if source not in SOURCES:
             raise ValueError(f"source must be one of {', '.join(SOURCES)} (got {source!r})")
         async with self._lock:
@@ -176,7 +217,7 @@ class NodeQuarantine:
                 actor=actor,
                 source=source,
                 fence_revision=fence_revision,
-                since=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                since=since or dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                 hooks_pending=True,
             )
             await asyncio.to_thread(self._save, new)
@@ -233,6 +274,7 @@ class NodeQuarantine:
             "NOVAOPS_ACTOR": state.actor,
             "NOVAOPS_SOURCE": state.source,
             "NOVAOPS_ACTION": action,
+            "NOVAOPS_SINCE": state.since,
             "NOVAOPS_FENCE_REVISION": str(state.fence_revision),
         }
         results = []
@@ -357,23 +399,49 @@ def _write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
+@dataclass(frozen=True)
+class StoredDecision:
+    """The controllers' stored quarantine decision for this node, as a heartbeat
+    response carries it: the record (quarantined) or the last history entry
+    (released), and the leader's fence. Empty strings / 0 when not sent."""
+
+    quarantined: bool
+    reason: str = ""
+    actor: str = ""
+    source: str = ""  # "manual" | "auto" | "" (not sent)
+    since: str = ""  # ISO 8601
+    fence_revision: int = 0
+
+
 async def sync_with_controller(
-    quarantine: NodeQuarantine, stored: bool | None, controller: str | None
+    quarantine: NodeQuarantine,
+    stored: bool | None,
+    controller: str | None,
+    decision: StoredDecision | None = None,
 ) -> ApplyResult | None:
     """Apply the controllers' stored quarantine state when it differs from ours.
 
     The controller tells a node directly (ApplyQuarantine); this catches the case
     where it could not (the node was unreachable then) from the state every
-    heartbeat response carries. None when there is nothing to do.
+    heartbeat response carries. ``decision`` (when it agrees with ``stored``)
+    gives the hooks the record's reason, actor, source and since, and fences the
+    change with the leader's revision; without one the reason says it was
+    synchronised and the actor is ``controller:<name>``. None when there is
+    nothing to do; a result with ``stale`` when the decision's fence is older
+    than the newest this node has seen.
     """
     if stored is None or stored == quarantine.is_quarantined():
         return None
     state = quarantine.state
-    source = state.source if state.source in ("manual", "auto") else "manual"
-    return await quarantine.apply(
-        stored,
-        "synchronised from the controller's record (heartbeat)",
-        f"controller:{controller or 'unknown'}",
-        source,
-        state.fence_revision,
-    )
+    reason = "synchronised from the controller's record (heartbeat)"
+    actor = f"controller:{controller or 'unknown'}"
+    source = state.source if state.source in SOURCES else "manual"
+    since = ""
+    fence = state.fence_revision
+    if decision is not None and decision.quarantined == stored:
+        reason = decision.reason or reason
+        actor = decision.actor or actor
+        source = decision.source if decision.source in SOURCES else source
+        since = decision.since
+        fence = decision.fence_revision or fence
+    return await quarantine.apply(stored, reason, actor, source, fence, since=since)

@@ -3,7 +3,10 @@
 The loop registers with the first controller of the configured list that
 answers, failing over in order and backing off (with jitter, capped at a few
 seconds) after each failure; then it heartbeats at the interval the controller
-gave. A failed heartbeat moves on to the next controller; ``known = false``
+gave. Each heartbeat carries the node's health verdict with its failing check
+ids (:class:`~novaops.executor.health.HealthVerdict`), and each response the
+store's quarantine decision for the node, kept in :attr:`Registrar.status`. A
+failed heartbeat moves on to the next controller; ``known = false``
 means the controller lost the node, so it registers again. Every failure is
 one log line and the loop never ends by itself: only cancellation stops it.
 
@@ -15,6 +18,8 @@ loop runs under fakes in tests.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -22,9 +27,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.client.config import TLSFiles
 from novaops.client.tls import secure_aio_channel
+from novaops.executor.health import HealthVerdict
+from novaops.executor.quarantine import StoredDecision
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -56,6 +64,55 @@ class Backoff:
 def next_controller_index(index: int, count: int) -> int:
     """The controller to try after the one at index, wrapping around the list."""
     return (index + 1) % count
+
+
+_SOURCE_NAMES = {
+    common_pb2.QUARANTINE_SOURCE_MANUAL: "manual",
+    common_pb2.QUARANTINE_SOURCE_AUTO: "auto",
+}
+
+
+def _iso(stamp: Timestamp, present: bool) -> str:
+    return stamp.ToDatetime(dt.UTC).isoformat(timespec="seconds") if present else ""
+
+
+def stored_decision(response: controller_pb2.HeartbeatResponse) -> StoredDecision:
+    """The store's decision a heartbeat response carries: the record when
+    quarantined, the last history entry when released, and the leader's fence."""
+    decision = StoredDecision(response.quarantined, fence_revision=response.fence_revision)
+    if response.quarantined and response.HasField("quarantine"):
+        record = response.quarantine
+        return dataclasses.replace(
+            decision,
+            reason=record.reason,
+            actor=record.actor,
+            source=_SOURCE_NAMES.get(record.source, ""),
+            since=_iso(record.since, record.HasField("since")),
+        )
+    if not response.quarantined and response.HasField("released"):
+        entry = response.released
+        return dataclasses.replace(
+            decision,
+            reason=entry.reason,
+            actor=entry.actor,
+            source=_SOURCE_NAMES.get(entry.source, ""),
+            since=_iso(entry.at, entry.HasField("at")),
+        )
+    return decision
+
+
+def heartbeat_request(
+    node: str, sequence: int, verdict: HealthVerdict
+) -> controller_pb2.HeartbeatRequest:
+    request = controller_pb2.HeartbeatRequest(
+        node=node,
+        sequence=sequence,
+        health=verdict.status,
+        failing_checks=list(verdict.failing_checks),
+    )
+    if verdict.checked_at is not None:
+        request.checked_at.FromDatetime(verdict.checked_at)
+    return request
 
 
 def describe_rpc_error(exc: BaseException) -> str:
@@ -117,6 +174,9 @@ class RegistrationStatus:
     registered: bool = False
     # The quarantine state the controllers' store holds; None until told.
     quarantined: bool | None = None
+    # The same with the record's details and the leader's fence (from the last
+    # heartbeat response; registration answers carry only the state).
+    decision: StoredDecision | None = None
     heartbeats_sent: int = 0
     failures: int = 0
 
@@ -131,7 +191,7 @@ class Registrar:
     controllers: Sequence[str]
     connect: Callable[[str], ControllerLink]
     facts: Callable[[], Awaitable[common_pb2.HostFacts]]
-    health: Callable[[], Awaitable[common_pb2.HealthStatus]]
+    health: Callable[[], Awaitable[HealthVerdict]]
     labels: dict[str, str] = field(default_factory=dict)
     backoff: Backoff = field(default_factory=Backoff)
     call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS
@@ -190,6 +250,7 @@ class Registrar:
         self.status.registered = True
         self.status.controller = response.controller or target
         self.status.quarantined = response.quarantined
+        self.status.decision = StoredDecision(response.quarantined)
         interval_ms = response.heartbeat_interval_ms
         interval = interval_ms / 1000 if interval_ms else DEFAULT_HEARTBEAT_SECONDS
         log.info(
@@ -218,9 +279,7 @@ class Registrar:
             first = False
             self._sequence += 1
             try:
-                request = controller_pb2.HeartbeatRequest(
-                    node=self.node, sequence=self._sequence, health=await self.health()
-                )
+                request = heartbeat_request(self.node, self._sequence, await self.health())
                 response = await asyncio.wait_for(
                     link.heartbeat(request, self.call_timeout), self.call_timeout
                 )
@@ -236,6 +295,7 @@ class Registrar:
                 return False
             self.status.heartbeats_sent += 1
             self.status.quarantined = response.quarantined
+            self.status.decision = stored_decision(response)
             if not response.known:
                 self.status.registered = False
                 log.info(

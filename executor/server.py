@@ -5,15 +5,33 @@ certificate carries the controller role, and answers PERMISSION_DENIED naming
 the caller otherwise (in ``tls.insecure`` mode there is no certificate and the
 check is skipped; the daemon logs a warning at start). RPCs whose feature is not
 a test context leaves out answer UNIMPLEMENTED naming the feature.
+
+Every RPC of the service is classified in :data:`EXECUTOR_RPCS` (a test checks
+the table against the service descriptor, so a new RPC needs a decision):
+
+* ``read-only``: changes nothing on the node; always allowed.
+* ``recovery``: a catalogue repair (Recover); allowed while quarantined, since it
+  is how a quarantined node gets clean. A non-dry-run recovery is fenced: one
+  whose ``fence_revision`` is older than the newest fence the node has seen is
+  refused with FAILED_PRECONDITION (fence 0, unfenced, is accepted and logged).
+* ``quarantine``: ApplyQuarantine, the decision itself; always allowed (fenced in
+  :mod:`novaops.executor.quarantine`).
+* ``mutating``: any other change; refused with FAILED_PRECONDITION while the node
+  is quarantined (:meth:`NodeQuarantine.refuse_if_quarantined`). Today no RPC is
+  in this class. An RPC missing from the table is treated as mutating.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import enum
 import logging
+import types
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -21,15 +39,27 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.client.tls import AioContext, peer_identity
 from novaops.executor.bundle_service import BundleRequestError, BundleService
-from novaops.executor.checks.model import Status, to_proto
+from novaops.executor.checks.model import to_proto
 from novaops.executor.checks.runner import (
     DiagnoseTarget,
     run_diagnose,
     run_health_checks,
 )
 from novaops.executor.checks.sources import CheckSources
-from novaops.executor.cleanliness import HostFinders, check_to_proto, verify_clean
+from novaops.executor.cleanliness import (
+    CleanupOutcome,
+    HostFinders,
+    check_to_proto,
+    cleanup_counter,
+    verify_clean,
+)
 from novaops.executor.facts import gather_host_facts
+from novaops.executor.health import (
+    UNHEALTHY_STATUSES,
+    HealthMonitor,
+    HealthVerdict,
+    health_status,
+)
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import (
     BLOCKED,
@@ -45,8 +75,12 @@ from novaops.executor.libvirt_access import (
     LibvirtGateway,
     LibvirtUnavailable,
 )
-from novaops.executor.metrics import count_degraded_controls
-from novaops.executor.quarantine import NodeQuarantine, source_from_proto
+from novaops.executor.quarantine import (
+    NodeQuarantine,
+    NodeQuarantined,
+    StaleFence,
+    source_from_proto,
+)
 from novaops.executor.recovery import RecoveryCatalogue, RecoveryError
 from novaops.pki.identity import Identity, Role
 from novaops.v1 import common_pb2, executor_pb2, executor_pb2_grpc
@@ -56,6 +90,34 @@ log = logging.getLogger(__name__)
 # A file in state_dir whose presence means "this node is quarantined". Written by
 # the quarantine feature (issue #5); only read here.
 QUARANTINE_FLAG_FILE = "quarantined"
+
+
+class RpcKind(enum.Enum):
+    """How an executor RPC relates to quarantine (see the module docstring)."""
+
+    READ_ONLY = "read-only"
+    RECOVERY = "recovery"
+    QUARANTINE = "quarantine"
+    MUTATING = "mutating"
+
+
+# Every RPC of ExecutorService. tests/unit/test_executor_rpcs.py fails when an RPC
+# of the service descriptor is missing here.
+EXECUTOR_RPCS: Mapping[str, RpcKind] = types.MappingProxyType(
+    {
+        "GetHealth": RpcKind.READ_ONLY,
+        "GetInventory": RpcKind.READ_ONLY,
+        "Diagnose": RpcKind.READ_ONLY,
+        "Recover": RpcKind.RECOVERY,
+        # Reads the baseline; with record_outcome it only counts a metric.
+        "VerifyClean": RpcKind.READ_ONLY,
+        # Builds the archive in memory/temp space and streams it; the node's
+        # state is not changed.
+        "CollectBundle": RpcKind.READ_ONLY,
+        "ApplyQuarantine": RpcKind.QUARANTINE,
+        "GetVmStats": RpcKind.READ_ONLY,
+    }
+)
 
 
 @dataclass
@@ -75,12 +137,24 @@ class ExecutorContext:
     finders: HostFinders | None = None
     quarantine: NodeQuarantine | None = None
     bundles: BundleService | None = None
+    _monitor: HealthMonitor | None = field(default=None, init=False, repr=False)
 
     def quarantined(self) -> bool:
         """Whether this node is quarantined (persisted state, or the flag file)."""
         if self.quarantine is not None:
             return self.quarantine.is_quarantined()
         return (self.state_dir / QUARANTINE_FLAG_FILE).exists()
+
+    def health_monitor(self) -> HealthMonitor | None:
+        """The health-check runner and cache; None without checks (test contexts)."""
+        if self._monitor is None and self.checks is not None:
+            self._monitor = HealthMonitor(partial(run_health_checks, self.checks))
+        return self._monitor
+
+    async def close(self) -> None:
+        """Stop background work (a health-check run in flight)."""
+        if self._monitor is not None:
+            await self._monitor.close()
 
 
 def describe_caller(identity: Identity) -> str:
@@ -128,12 +202,30 @@ def domain_to_proto(record: DomainRecord) -> common_pb2.Domain:
 
 
 def evaluate_health(facts: common_pb2.HostFacts, quarantined: bool) -> common_pb2.HealthStatus:
-    """The node's verdict: quarantined wins, then libvirt reachability."""
-    if quarantined:
-        return common_pb2.HEALTH_STATUS_QUARANTINED
-    if not facts.libvirt_reachable:
-        return common_pb2.HEALTH_STATUS_UNHEALTHY
-    return common_pb2.HEALTH_STATUS_HEALTHY
+    """The liveness verdict (no checks): quarantined wins, then libvirt reachability."""
+    return health_status(quarantined, facts.libvirt_reachable)
+
+
+async def heartbeat_health(ctx: ExecutorContext, timeout: float) -> HealthVerdict:
+    """What the next heartbeat reports: the verdict of the last health-check run (a
+    new one starts in the background, see HealthMonitor.latest), worsened when
+    libvirt does not answer now. Waits at most about 2 x timeout."""
+    quarantined = ctx.quarantined()
+    try:
+        facts = await asyncio.wait_for(gather_host_facts(ctx.host_root, ctx.libvirt), timeout)
+    except TimeoutError:
+        # A libvirt too slow to answer is unhealthy; the heartbeat must not wait
+        # for it, or the controller would see the node as down instead.
+        facts = common_pb2.HostFacts(libvirt_reachable=False)
+    monitor = ctx.health_monitor()
+    run = None if monitor is None else await monitor.latest(wait=timeout)
+    if run is None:
+        return HealthVerdict(evaluate_health(facts, quarantined))
+    return HealthVerdict(
+        health_status(quarantined, facts.libvirt_reachable, run.failing),
+        run.failing,
+        run.finished_at,
+    )
 
 
 def libvirt_check(node: str, facts: common_pb2.HostFacts) -> common_pb2.CheckResult:
@@ -175,6 +267,16 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     def __init__(self, ctx: ExecutorContext) -> None:
         self.ctx = ctx
 
+    async def _admit(self, context: AioContext, rpc: str) -> None:
+        """Authorize the caller, then apply the RPC's class (see EXECUTOR_RPCS)."""
+        await self._authorize(context)
+        kind = EXECUTOR_RPCS.get(rpc, RpcKind.MUTATING)
+        if kind is RpcKind.MUTATING and self.ctx.quarantine is not None:
+            try:
+                self.ctx.quarantine.refuse_if_quarantined(rpc)
+            except NodeQuarantined as exc:
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+
     async def _authorize(self, context: AioContext) -> None:
         if self.ctx.insecure:
             return
@@ -194,7 +296,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def GetHealth(
         self, request: executor_pb2.GetHealthRequest, context: AioContext
     ) -> executor_pb2.NodeHealth:
-        await self._authorize(context)
+        await self._admit(context, "GetHealth")
         facts = await gather_host_facts(self.ctx.host_root, self.ctx.libvirt)
         quarantined = self.ctx.quarantined()
         health = executor_pb2.NodeHealth(
@@ -205,24 +307,25 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             quarantined=quarantined,
         )
         health.started_at.FromDatetime(self.ctx.started_at)
-        if request.include_checks:
-            if self.ctx.checks is None:
+        monitor = self.ctx.health_monitor()
+        if monitor is None:
+            if request.include_checks:
                 health.checks.append(libvirt_check(self.ctx.node, facts))
-            else:
-                now = dt.datetime.now(dt.UTC)
-                results = await run_health_checks(self.ctx.checks)
-                count_degraded_controls(results)
-                health.checks.extend(
-                    to_proto(r, self.ctx.node, now, uuid.uuid4().hex) for r in results
-                )
-                if not quarantined and any(r.status is Status.FAIL for r in results):
-                    health.status = common_pb2.HEALTH_STATUS_UNHEALTHY
+            return health
+        run = await monitor.run_checks() if request.include_checks else monitor.last
+        if run is not None:
+            health.status = health_status(quarantined, facts.libvirt_reachable, run.failing)
+            health.checks.extend(
+                to_proto(result, self.ctx.node, run.finished_at, event_id)
+                for result, event_id in run.results
+                if request.include_checks or result.status in UNHEALTHY_STATUSES
+            )
         return health
 
     async def GetInventory(
         self, request: executor_pb2.GetInventoryRequest, context: AioContext
     ) -> common_pb2.Inventory:
-        await self._authorize(context)
+        await self._admit(context, "GetInventory")
         inventory = common_pb2.Inventory(observed_at=now_timestamp())
         try:
             records = await self.ctx.libvirt.list_domains()
@@ -235,7 +338,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def GetVmStats(
         self, request: executor_pb2.GetVmStatsRequest, context: AioContext
     ) -> executor_pb2.VmStats:
-        await self._authorize(context)
+        await self._admit(context, "GetVmStats")
         if not request.vm:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "vm (a domain name) is required")
         try:
@@ -286,7 +389,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def Diagnose(
         self, request: executor_pb2.DiagnoseRequest, context: AioContext
     ) -> AsyncIterator[common_pb2.CheckResult]:
-        await self._authorize(context)
+        await self._admit(context, "Diagnose")
         if self.ctx.checks is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "diagnostics are not configured")
             return
@@ -302,7 +405,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         self, request: executor_pb2.RecoverRequest, context: AioContext
     ) -> AsyncIterator[executor_pb2.RecoveryStep]:
         # Allowed while quarantined: recovery is how a quarantined node gets clean.
-        await self._authorize(context)
+        await self._admit(context, "Recover")
         if self.ctx.catalogue is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "recovery is not configured")
             return
@@ -311,13 +414,30 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         except RecoveryError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        if not request.dry_run and self.ctx.quarantine is not None:
+            try:
+                await self.ctx.quarantine.admit_fence(
+                    request.fence_revision, f"recovery {request.action}"
+                )
+            except StaleFence as exc:
+                log.warning("refused recovery from %s: %s", request.actor or "unknown", exc)
+                await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+                return
+            if request.fence_revision == 0:
+                log.warning(
+                    "unfenced recovery %s from %s accepted (no fence_revision)",
+                    request.action,
+                    request.actor or "unknown",
+                )
         grace = request.grace.ToTimedelta().total_seconds() if request.HasField("grace") else None
         log.info(
-            "recovery %s%s requested by %s%s",
+            "recovery %s%s requested by %s%s (fence %d): %s",
             request.action,
             f" on {request.target}" if request.target else "",
             request.actor or "unknown",
             " (dry run)" if request.dry_run else "",
+            request.fence_revision,
+            request.reason or "no reason given",
         )
         steps = self.ctx.catalogue.run(
             request.action, request.target, dry_run=request.dry_run, grace=grace or None
@@ -328,11 +448,14 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def VerifyClean(
         self, request: executor_pb2.VerifyCleanRequest, context: AioContext
     ) -> executor_pb2.VerifyCleanResult:
-        await self._authorize(context)
+        await self._admit(context, "VerifyClean")
         if self.ctx.finders is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "verify-clean is not configured")
             raise AssertionError("unreachable")
         report = await verify_clean(self.ctx.node, self.ctx.finders)
+        if request.record_outcome:
+            outcome = CleanupOutcome.SUCCESS if report.clean else CleanupOutcome.FAILURE
+            cleanup_counter().labels(outcome=outcome).inc()
         return executor_pb2.VerifyCleanResult(
             node=self.ctx.node,
             clean=report.clean,
@@ -342,7 +465,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def CollectBundle(
         self, request: executor_pb2.CollectBundleRequest, context: AioContext
     ) -> AsyncIterator[executor_pb2.BundleChunk]:
-        await self._authorize(context)
+        await self._admit(context, "CollectBundle")
         if self.ctx.bundles is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "support bundles are not configured")
             return
@@ -357,7 +480,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
     async def ApplyQuarantine(
         self, request: executor_pb2.ApplyQuarantineRequest, context: AioContext
     ) -> executor_pb2.ApplyQuarantineResult:
-        await self._authorize(context)
+        await self._admit(context, "ApplyQuarantine")
         if self.ctx.quarantine is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "quarantine is not configured")
             raise AssertionError("unreachable")
@@ -366,8 +489,16 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             raise AssertionError("unreachable") from None
+        since = ""
+        if request.HasField("since"):
+            since = request.since.ToDatetime(dt.UTC).isoformat(timespec="seconds")
         result = await self.ctx.quarantine.apply(
-            request.quarantined, request.reason, request.actor, source, request.fence_revision
+            request.quarantined,
+            request.reason,
+            request.actor,
+            source,
+            request.fence_revision,
+            since=since,
         )
         if result.changed:
             log.warning(

@@ -156,6 +156,7 @@ class Step:
             description=self.description,
             outcome=self.outcome.value,
             error=self.error,
+            fatal=self.fatal,
         )
         step.at.FromDatetime(self.at)
         return step

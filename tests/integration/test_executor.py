@@ -26,6 +26,7 @@ from novaops.client.config import TLSFiles
 from novaops.client.tls import server_credentials
 from novaops.executor.checks.domains import LibvirtDomainSource
 from novaops.executor.config import ExecutorConfig
+from novaops.executor.health import HealthVerdict
 from novaops.executor.libvirt_access import LibvirtConnection
 from novaops.executor.main import Executor
 from novaops.executor.registration import (
@@ -579,8 +580,8 @@ async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
     async def facts() -> common_pb2.HostFacts:
         return common_pb2.HostFacts()
 
-    async def health() -> common_pb2.HealthStatus:
-        return common_pb2.HEALTH_STATUS_HEALTHY
+    async def health() -> HealthVerdict:
+        return HealthVerdict(common_pb2.HEALTH_STATUS_HEALTHY)
 
     registrar = Registrar(
         node="node-1",

@@ -14,6 +14,7 @@ from novaops.executor.quarantine import (
     STATE_FILE,
     NodeQuarantine,
     NodeQuarantined,
+    StaleFence,
     hook_refusal,
     source_from_proto,
 )
@@ -99,6 +100,34 @@ async def test_older_fence_revision_is_ignored(state_dir: Path) -> None:
     assert lifted.changed and not q.is_quarantined()
 
 
+async def test_recovery_fences_share_the_newest_fence_with_quarantine(state_dir: Path) -> None:
+    q = NodeQuarantine(state_dir, "n1")
+    await q.admit_fence(0, "recovery terminate-orphans")  # unfenced: neither kept nor refused
+    assert q.state.fence_revision == 0
+    await q.admit_fence(12, "recovery terminate-orphans")
+    assert NodeQuarantine(state_dir, "n1").state.fence_revision == 12  # persisted
+    await q.admit_fence(12, "recovery terminate-orphans")  # the same leader again
+    with pytest.raises(StaleFence, match="recovery remove-stale-locks refused: fence revision 9"):
+        await q.admit_fence(9, "recovery remove-stale-locks")
+    # A quarantine decision from before the recovery's leader is stale too ...
+    stale = await q.apply(True, "old leader", "automation", "auto", 11)
+    assert stale.stale and not q.is_quarantined()
+    # ... and one from a newer leader raises the fence recoveries are held to.
+    await q.apply(True, "new leader", "operator:alice", "manual", 15)
+    with pytest.raises(StaleFence):
+        await q.admit_fence(12, "recovery terminate-orphans")
+    assert q.state.quarantined and q.state.fence_revision == 15
+
+
+async def test_since_comes_from_the_controller_record(state_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "env.jsonl"
+    env_dump_hook(state_dir / "hooks" / "quarantine.d", "10-record", out)
+    q = NodeQuarantine(state_dir, "n1")
+    await q.apply(True, "r", "a", "manual", 1, since="2024-06-01T10:00:00+00:00")
+    assert q.state.since == "2024-06-01T10:00:00+00:00"
+    assert json.loads(out.read_text())["NOVAOPS_SINCE"] == "2024-06-01T10:00:00+00:00"
+
+
 async def test_hooks_run_without_a_shell_in_name_order_with_the_env(
     state_dir: Path, tmp_path: Path
 ) -> None:
@@ -132,6 +161,7 @@ async def test_hooks_run_without_a_shell_in_name_order_with_the_env(
         assert env["NOVAOPS_ACTOR"] == "user:alice"
         assert env["NOVAOPS_SOURCE"] == "manual"
         assert env["NOVAOPS_ACTION"] == "quarantine"
+        assert env["NOVAOPS_SINCE"] == q.state.since != ""
         assert "NOVAOPS_TEST_SECRET" not in env
 
     result = await q.apply(False, "clean", "automation", "auto", 2)
