@@ -1,4 +1,15 @@
-"""Fan-out RPCs of the controller: health, recovery, diagnostics, VMs, bundles."""
+"""Fan-out RPCs of the controller: health, recovery, diagnostics, VMs, bundles.
+
+Recovery (``Recover``, ``GetHealth`` with ``recover``) changes nodes, so unless it
+is a dry run it runs on the leader only: any other replica answers
+FAILED_PRECONDITION naming the leader ("... is not the leader ..."), which the
+client library takes as "retry on the next controller". The leader sends its
+term revision as ``RecoverRequest.fence_revision``; an executor refuses a fence
+older than the newest it has seen, so a deposed leader that has not noticed yet
+cannot repair a node its successor has acted on. Every recovery run (not a dry
+run) is audited as a ``recovery`` event per node: action, target, actor, reason,
+fence and outcome (success | partial | failure, as in novaops_recovery_total).
+"""
 
 from __future__ import annotations
 
@@ -28,7 +39,7 @@ from novaops.controller.fanout import (
     first_result,
 )
 from novaops.controller.metrics import BUNDLES_GENERATED
-from novaops.controller.store.base import StoreError
+from novaops.controller.store.base import LeaderTerm, StoreError
 from novaops.pki.identity import Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc, executor_pb2
 
@@ -37,6 +48,16 @@ T = TypeVar("T")
 
 BUNDLE_NODE_DEADLINE_MS = 10 * 60 * 1000
 BUNDLE_OVERALL_DEADLINE_MS = 15 * 60 * 1000
+NO_REASON = "no reason given"
+
+
+def recovery_outcome(steps: list[executor_pb2.RecoveryStep]) -> str:
+    """success: no step failed; failure: a fatal step failed; partial: otherwise
+    (the executor's rule for novaops_recovery_total)."""
+    failed = [s for s in steps if s.outcome == "failed"]
+    if not failed:
+        return "success"
+    return "failure" if any(s.fatal for s in failed) else "partial"
 
 
 class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
@@ -64,10 +85,68 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         async for outcome in fan_out(targets, call, per_node=per_node, overall=overall):
             yield outcome
 
+    async def _leader_term(self, context: AioContext, what: str) -> LeaderTerm:
+        """This replica's leader term, or abort FAILED_PRECONDITION naming the leader."""
+        term = self.ctx.elector.term if self.ctx.elector.is_leader() else None
+        if term is not None:
+            return term
+        try:
+            leader = await self.ctx.store.get_leader()
+        except StoreError as exc:
+            await store_call_failed(context, exc)
+        where = f"the leader is {leader.name} at {leader.address}" if leader else "no leader"
+        await context.abort(
+            grpc.StatusCode.FAILED_PRECONDITION,
+            f"{self.ctx.config.name} is not the leader ({where}); {what} runs on the leader "
+            "(a dry run runs anywhere), retry there",
+        )
+        raise AssertionError("unreachable")
+
+    async def _audit_recovery(
+        self,
+        node: str,
+        actions: list[tuple[str, str]],
+        actor: str,
+        reason: str,
+        fence: int,
+        steps: list[executor_pb2.RecoveryStep],
+        error: common_pb2.NodeError | None = None,
+    ) -> None:
+        """One ``recovery`` event for a node: who, what, why, fence and outcome."""
+        what = ", ".join(f"{a} {t}" if t else a for a, t in actions)
+        if error is not None and not steps:
+            outcome, detail = "failure", f"not run: {error.message}"
+        else:
+            outcome = recovery_outcome(steps)
+            counts = [s.outcome for s in steps]
+            detail = ", ".join(f"{counts.count(o)} {o}" for o in sorted(set(counts)))
+            if error is not None:  # the stream broke off after some steps
+                outcome = "failure" if outcome == "failure" else "partial"
+                detail += f"; then {error.message}"
+        await self.ctx.events.emit(
+            "recovery",
+            node,
+            f"{what} on {node} by {actor} ({reason or NO_REASON}): {outcome}; {detail}",
+            attributes={
+                "action": ",".join(a for a, _ in actions),
+                "target": ",".join(t for _, t in actions if t),
+                "actor": actor,
+                "reason": reason,
+                "fence": str(fence),
+                "outcome": outcome,
+            },
+        )
+
     # -- health --------------------------------------------------------------------
 
     async def _recover_then_health(
-        self, target: FanoutTarget, timeout: float, dry_run: bool, actor: str
+        self,
+        target: FanoutTarget,
+        timeout: float,
+        dry_run: bool,
+        actor: str,
+        reason: str,
+        fence: int,
     ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
         """Health with checks, the catalogue actions its failing checks name, health again."""
         stub = self.ctx.executors.stub(target.address)
@@ -75,17 +154,20 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         before = await stub.GetHealth(request, timeout=timeout)
         failing = [c for c in before.checks if c.status in FAILING]
         steps: list[executor_pb2.RecoveryStep] = []
-        for action, action_target in recover_actions(failing):
+        actions = recover_actions(failing)
+        for action, action_target in actions:
             recover = executor_pb2.RecoverRequest(
-                action=action, target=action_target, dry_run=dry_run, actor=actor
+                action=action,
+                target=action_target,
+                dry_run=dry_run,
+                actor=actor,
+                reason=reason,
+                fence_revision=fence,
             )
             async for step in stub.Recover(recover, timeout=timeout):
                 steps.append(step)
         if steps and not dry_run:
-            outcomes = ", ".join(f"{s.action}: {s.outcome}" for s in steps)
-            await self.ctx.events.emit(
-                "recovery", target.name, f"recovery on {target.name} by {actor}: {outcomes}"
-            )
+            await self._audit_recovery(target.name, list(actions), actor, reason, fence, steps)
         after = before if dry_run or not steps else await stub.GetHealth(request, timeout=timeout)
         yield controller_pb2.NodeHealthResult(health=after, recovery=steps)
 
@@ -93,7 +175,9 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         self, target: FanoutTarget, timeout: float
     ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
         stub = self.ctx.executors.stub(target.address)
-        result = await stub.VerifyClean(executor_pb2.VerifyCleanRequest(), timeout=timeout)
+        # The operator's verify-clean counts in the node's novaops_cleanup_total.
+        request = executor_pb2.VerifyCleanRequest(record_outcome=True)
+        result = await stub.VerifyClean(request, timeout=timeout)
         status = (
             common_pb2.HEALTH_STATUS_HEALTHY if result.clean else common_pb2.HEALTH_STATUS_UNHEALTHY
         )
@@ -112,12 +196,18 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             )
         inner = executor_pb2.GetHealthRequest(include_checks=request.include_checks)
         actor = f"{identity.role.value}:{identity.name}"
+        reason = request.reason.strip()
+        fence = 0
+        if request.recover and not request.dry_run:
+            fence = (await self._leader_term(context, "health --recover")).record.revision
 
         def call(
             target: FanoutTarget, timeout: float
         ) -> AsyncIterator[controller_pb2.NodeHealthResult]:
             if request.recover:
-                return self._recover_then_health(target, timeout, request.dry_run, actor)
+                return self._recover_then_health(
+                    target, timeout, request.dry_run, actor, reason, fence
+                )
             if request.verify_clean:
                 return self._verify_clean(target, timeout)
             stub = self.ctx.executors.stub(target.address)
@@ -145,7 +235,13 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         inner = executor_pb2.RecoverRequest()
         inner.CopyFrom(request.recover)
         inner.actor = actor
-        done: dict[str, list[str]] = {}
+        inner.reason = inner.reason.strip()
+        inner.fence_revision = 0
+        if not inner.dry_run:
+            term = await self._leader_term(context, "recovery")
+            inner.fence_revision = term.record.revision
+        done: dict[str, list[executor_pb2.RecoveryStep]] = {}
+        errors: dict[str, common_pb2.NodeError] = {}
 
         def call(target: FanoutTarget, timeout: float) -> AsyncIterator[executor_pb2.RecoveryStep]:
             stream: AsyncIterator[executor_pb2.RecoveryStep]
@@ -154,18 +250,22 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
 
         async for outcome in self._fan_out(context, request.selector, request.deadlines, call):
             if outcome.error is not None:
+                if outcome.error.kind != common_pb2.NODE_ERROR_KIND_UNKNOWN_NODE:
+                    errors[outcome.node] = outcome.error
                 yield controller_pb2.RecoverResult(error=outcome.error)
             elif outcome.result is not None:
-                done.setdefault(outcome.node, []).append(outcome.result.outcome)
+                done.setdefault(outcome.node, []).append(outcome.result)
                 yield controller_pb2.RecoverResult(step=outcome.result)
         if not inner.dry_run:
-            for node, outcomes in sorted(done.items()):
-                await self.ctx.events.emit(
-                    "recovery",
+            for node in sorted(done.keys() | errors.keys()):
+                await self._audit_recovery(
                     node,
-                    f"{inner.action} on {node} by {actor}: "
-                    + ", ".join(f"{outcomes.count(o)} {o}" for o in sorted(set(outcomes))),
-                    attributes={"action": inner.action, "target": inner.target},
+                    [(inner.action, inner.target)],
+                    actor,
+                    inner.reason,
+                    inner.fence_revision,
+                    done.get(node, []),
+                    errors.get(node),
                 )
 
     # -- diagnostics and inventory -------------------------------------------------

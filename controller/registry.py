@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 # A heartbeat a little late (a GC pause, a busy event loop) must not mark a node
 # down: the grace is half an interval, capped so slow intervals stay responsive.
 GRACE_FRACTION = 0.5
@@ -25,3 +27,28 @@ def seconds_since_heartbeat(last_heartbeat: float | None, now: float) -> float |
     if last_heartbeat is None:
         return None
     return max(0.0, now - last_heartbeat)
+
+
+@dataclass(frozen=True)
+class ReportedHealth:
+    """What a node's last heartbeat to this replica said beyond the verdict."""
+
+    failing_checks: tuple[str, ...]
+    checked_at: float | None  # wall seconds of the node's check run, if any
+
+
+class HealthReports:
+    """Failing checks per node as last heartbeated to this replica.
+
+    In memory only: the store keeps the verdict (NodeRecord.health), not the
+    check ids, so a replica that does not receive a node's heartbeats has none.
+    """
+
+    def __init__(self) -> None:
+        self._by_node: dict[str, ReportedHealth] = {}
+
+    def record(self, node: str, report: ReportedHealth) -> None:
+        self._by_node[node] = report
+
+    def get(self, node: str) -> ReportedHealth | None:
+        return self._by_node.get(node)

@@ -22,6 +22,7 @@ from novaops.controller.context import (
 from novaops.controller.events import sequence_of
 from novaops.controller.fleet import FleetServicer
 from novaops.controller.operations import AutomationServicer, QuarantineServicer
+from novaops.controller.registry import HealthReports, ReportedHealth
 from novaops.controller.store.base import NodeRegistration, StoreError
 from novaops.pki.identity import Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
@@ -30,10 +31,19 @@ log = logging.getLogger(__name__)
 
 
 class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
-    """Executors register and heartbeat; a node's identity must match its certificate."""
+    """Executors register and heartbeat; a node's identity must match its certificate.
 
-    def __init__(self, ctx: ControllerContext) -> None:
+    A heartbeat's verdict goes to the store (``node list``, ``novaops_worker_health``);
+    its failing check ids stay in this replica's memory (``reports``). The answer
+    carries the store's quarantine record, and when the node's own state differs
+    from it (it reports QUARANTINED or not) also the leader's fence and, for a
+    release, the node's last history entry, so the node can apply the decision
+    with the real reason and actor.
+    """
+
+    def __init__(self, ctx: ControllerContext, reports: HealthReports | None = None) -> None:
         self.ctx = ctx
+        self.reports = reports if reports is not None else HealthReports()
 
     async def _authorize_node(self, node: str, context: AioContext) -> None:
         identity = await require(context, Role.EXECUTOR, insecure=self.ctx.insecure)
@@ -81,19 +91,41 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
             known = await self.ctx.store.heartbeat(
                 request.node, self.ctx.liveness_ttl, request.health
             )
-            quarantines = await self.ctx.store.get_quarantines() if known else {}
+            if not known:
+                return controller_pb2.HeartbeatResponse(known=False)
+            quarantines = await self.ctx.store.get_quarantines()
+            stored = quarantines.get(request.node)
+            response = controller_pb2.HeartbeatResponse(known=True, quarantined=stored is not None)
+            if stored is not None:
+                response.quarantine.ParseFromString(stored)
+            local = request.health == common_pb2.HEALTH_STATUS_QUARANTINED
+            if local != (stored is not None):
+                # The node acts on this answer: give it the fence and the release.
+                leader = await self.ctx.store.get_leader()
+                response.fence_revision = leader.revision if leader is not None else 0
+                if stored is None:
+                    history = await self.ctx.store.get_history(request.node)
+                    last = common_pb2.QuarantineHistoryEntry()
+                    if history:
+                        last.ParseFromString(history[-1].payload)
+                        last.sequence = history[-1].sequence
+                    if last.action == "unquarantine":
+                        response.released.CopyFrom(last)
         except StoreError as exc:
             await store_call_failed(context, exc)
-        return controller_pb2.HeartbeatResponse(
-            known=known, quarantined=request.node in quarantines
+        checked_at = (
+            request.checked_at.ToNanoseconds() / 1e9 if request.HasField("checked_at") else None
         )
+        self.reports.record(request.node, ReportedHealth(tuple(request.failing_checks), checked_at))
+        return response
 
 
 class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
     """Cluster views served by any replica."""
 
-    def __init__(self, ctx: ControllerContext) -> None:
+    def __init__(self, ctx: ControllerContext, reports: HealthReports | None = None) -> None:
         self.ctx = ctx
+        self.reports = reports if reports is not None else HealthReports()
 
     async def _nodes(self, context: AioContext) -> list[controller_pb2.NodeInfo]:
         try:
@@ -101,7 +133,16 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
             quarantines = await self.ctx.store.get_quarantines()
         except StoreError as exc:
             await store_call_failed(context, exc)
-        return [node_info(r, r.name in quarantines) for r in records]
+        infos = []
+        for record in records:
+            info = node_info(record, record.name in quarantines)
+            report = self.reports.get(record.name)
+            if report is not None:
+                info.failing_checks.extend(report.failing_checks)
+                if report.checked_at is not None:
+                    info.health_checked_at.FromNanoseconds(int(report.checked_at * 1e9))
+            infos.append(info)
+        return infos
 
     async def ListNodes(
         self, request: controller_pb2.ListNodesRequest, context: AioContext
@@ -133,6 +174,7 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
             store_endpoint=self.ctx.store.endpoint,
             answered_by=self.ctx.config.name,
             version=self.ctx.version,
+            automation_enabled=self.ctx.config.automation.enabled,
             automation_paused=automation.paused,
             breaker_tripped=automation.breaker_tripped,
         )
@@ -205,8 +247,11 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
 
 
 def add_servicers(server: grpc.aio.Server, ctx: ControllerContext) -> None:
-    controller_pb2_grpc.add_RegistryServiceServicer_to_server(RegistryServicer(ctx), server)
-    controller_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(ctx), server)
+    reports = HealthReports()  # heartbeats fill it, node views read it
+    controller_pb2_grpc.add_RegistryServiceServicer_to_server(
+        RegistryServicer(ctx, reports), server
+    )
+    controller_pb2_grpc.add_ClusterServiceServicer_to_server(ClusterServicer(ctx, reports), server)
     controller_pb2_grpc.add_FleetServiceServicer_to_server(FleetServicer(ctx), server)
     controller_pb2_grpc.add_QuarantineServiceServicer_to_server(QuarantineServicer(ctx), server)
     controller_pb2_grpc.add_AutomationServiceServicer_to_server(AutomationServicer(ctx), server)
