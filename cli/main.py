@@ -157,10 +157,18 @@ def vm_list(
 
 @cli.command("health")
 @node_options
-@click.option("--checks", is_flag=True, help="Evaluate the health checks, not only liveness.")
+@click.option(
+    "--checks/--liveness",
+    " /--no-checks",
+    "checks",
+    default=True,
+    help="Run the health checks now (default), or --liveness: only liveness, facts and "
+    "the last background verdict (cheap).",
+)
 @click.option("--recover", is_flag=True, help="Run the matching recovery for failing checks.")
 @click.option("--verify-clean", is_flag=True, help="Check the clean baseline.")
 @click.option("--dry-run", is_flag=True, help="With --recover: plan only, change nothing.")
+@click.option("--reason", default="", help="With --recover: why (recorded with who asked).")
 @output_option
 @click.pass_context
 @handle_errors
@@ -174,9 +182,15 @@ def health(
     recover: bool,
     verify_clean: bool,
     dry_run: bool,
+    reason: str,
     output: str,
 ) -> None:
-    """Health of the selected nodes (default: all). Exit 1 if any is unhealthy."""
+    """Health of the selected nodes (default: all). Exit 1 if any is unhealthy.
+
+    A node is unhealthy when libvirt does not answer or a health check fails or
+    cannot tell (fail or error). --recover runs on the leader controller only
+    (unless --dry-run).
+    """
     from novaops.cli import render
     from novaops.client.errors import EXIT_CHECK_FAILED, EXIT_NODES_UNREACHABLE
     from novaops.client.models import NodeFailure, NodeHealthReport
@@ -189,6 +203,7 @@ def health(
         recover=recover,
         verify_clean=verify_clean,
         dry_run=dry_run,
+        reason=reason,
         per_node_ms=ms(node_timeout),
         overall_ms=ms(overall_timeout),
     )

@@ -35,6 +35,7 @@ RECOVERY_ACTIONS = (
 @node_options
 @click.option("--target", default="", help="Domain or bridge the action works on.")
 @click.option("--dry-run", is_flag=True, help="Plan only; change nothing.")
+@click.option("--reason", default="", help="Why (recorded with who asked in the audit event).")
 @click.option(
     "--grace",
     type=click.FloatRange(0, 600),
@@ -53,13 +54,18 @@ def recover(
     overall_timeout: float | None,
     target: str,
     dry_run: bool,
+    reason: str,
     grace: float,
     output: str,
 ) -> None:
-    """Run one action of the fixed recovery catalogue on --node N (or --all)."""
+    """Run one action of the fixed recovery catalogue on --node N (or --all).
+
+    Runs on the leader controller only (a dry run anywhere); ends with each node's
+    outcome: done, partial (some items failed) or failed. Exit 1 unless all done.
+    """
     from novaops.cli import render
     from novaops.client.errors import EXIT_CHECK_FAILED, EXIT_NODES_UNREACHABLE, InvalidRequest
-    from novaops.client.models import NodeFailure, RecoveryStepView
+    from novaops.client.models import NodeFailure, RecoveryStepView, recovery_outcomes
 
     if not nodes and not all_nodes:
         raise InvalidRequest("name the nodes with --node NAME (repeatable) or --all")
@@ -71,6 +77,7 @@ def recover(
         all_nodes=all_nodes,
         target=target,
         dry_run=dry_run,
+        reason=reason,
         grace_seconds=grace,
         per_node_ms=ms(node_timeout),
         overall_ms=ms(overall_timeout),
@@ -80,10 +87,15 @@ def recover(
             failures.append(item)
         else:
             steps.append(item)
+    outcomes = recovery_outcomes(steps)
     if output == "json":
-        render.emit_json([s.to_json() for s in steps] + [f.to_json() for f in failures])
+        overall = {(o.node, o.action): o.outcome for o in outcomes}
+        render.emit_json(
+            [{**s.to_json(), "action_outcome": overall[(s.node, s.action)]} for s in steps]
+            + [f.to_json() for f in failures]
+        )
     else:
-        render.recovery_steps(steps, failures)
+        render.recovery_steps(steps, failures, outcomes)
     exit_if_unknown_nodes(failures)
     if any(s.outcome == "failed" for s in steps):
         sys.exit(EXIT_CHECK_FAILED)

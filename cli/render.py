@@ -75,12 +75,13 @@ def nodes_table(nodes: Sequence[Any]) -> None:
         libvirt = "-"
         if node.facts is not None:
             libvirt = node.facts.libvirt_version if node.facts.libvirt_reachable else "unreachable"
+        failing = f" ({', '.join(node.failing_checks)})" if node.failing_checks else ""
         table.add_row(
             node.name,
             node.address,
             f"[{_state_style(node.state)}]{node.state}[/]",
             "[red]yes[/]" if node.quarantined else "no",
-            f"[{_state_style(node.health)}]{node.health}[/]",
+            f"[{_state_style(node.health)}]{node.health}[/]{escape(failing)}",
             libvirt,
             _age(node.last_heartbeat),
         )
@@ -100,10 +101,19 @@ def cluster_status(status: Any) -> None:
         f"[{'red' if status.nodes_down else 'white'}]{status.nodes_down} down[/], "
         f"{status.nodes_quarantined} quarantined"
     )
-    automation = "paused by an operator" if status.automation_paused else "active on the leader"
     console.print(
-        f"  automation:  {automation}; breaker {'TRIPPED' if status.breaker_tripped else 'ok'}"
+        f"  automation:  {automation_wording(status)}; "
+        f"breaker {'TRIPPED' if status.breaker_tripped else 'ok'}"
     )
+
+
+def automation_wording(status: Any) -> str:
+    """How `cluster status` names the automation's state: config, then operator."""
+    if not status.automation_enabled:
+        return f"disabled in the controller config ({status.answered_by})"
+    if status.automation_paused:
+        return "paused by an operator"
+    return "active on the leader"
 
 
 def leader_status(leader: Any) -> None:
@@ -206,6 +216,11 @@ def health_table(reports: Sequence[Any], failures: Sequence[Any]) -> None:
         )
     _console().print(table)
     _failures(failures)
+    steps = [step for r in reports for step in r.recovery]
+    if steps:
+        from novaops.client.models import recovery_outcomes
+
+        recovery_steps(steps, (), recovery_outcomes(steps))
     unhealthy = sum(r.status != "healthy" for r in reports)
     _console().print(
         f"{len(reports) - unhealthy} healthy, {unhealthy} not healthy, "
@@ -259,14 +274,30 @@ def emit_jsonl(document: Any) -> None:
     sys.stdout.flush()
 
 
-def recovery_steps(steps: Sequence[Any], failures: Sequence[Any]) -> None:
+def recovery_steps(
+    steps: Sequence[Any], failures: Sequence[Any], outcomes: Sequence[Any] = ()
+) -> None:
+    """Each step, then one line per node and action with its overall outcome."""
     console = _console()
-    style = {"done": "green", "planned": "cyan", "skipped": "dim", "failed": "red"}
+    style = {
+        "done": "green",
+        "planned": "cyan",
+        "skipped": "dim",
+        "failed": "red",
+        "partial": "yellow",
+    }
     for step in steps:
         colour = style.get(step.outcome, "white")
         error = f" — {step.error}" if step.error else ""
         text = escape(f"{step.action}: {step.description}{error}")
         console.print(f"{step.node}  [{colour}]{step.outcome:8}[/] {text}")
+    for outcome in outcomes:
+        colour = style.get(outcome.outcome, "white")
+        failed = f" ({outcome.failed_steps} of {outcome.steps} steps failed)"
+        console.print(
+            f"{outcome.node}  {escape(outcome.action)}: [bold {colour}]{outcome.outcome}[/]"
+            + (failed if outcome.failed_steps else "")
+        )
     _failures(failures)
 
 

@@ -233,14 +233,21 @@ class NovaopsClient:
         self,
         nodes: Iterable[str] | None = None,
         *,
-        include_checks: bool = False,
+        include_checks: bool = True,
         recover: bool = False,
         verify_clean: bool = False,
         dry_run: bool = False,
+        reason: str = "",
         per_node_ms: int = 0,
         overall_ms: int = 0,
     ) -> Iterator[NodeHealthReport | NodeFailure]:
-        """Health of the named nodes (all when None), streamed as nodes answer."""
+        """Health of the named nodes (all when None), streamed as nodes answer.
+
+        With ``include_checks`` (the default) each node runs its health checks now;
+        without, the answer is liveness, host facts and the node's last background
+        verdict with its failing checks (cheap). ``recover`` runs on the leader
+        only, unless ``dry_run``; ``reason`` is audited with it.
+        """
         request = controller_pb2.FleetHealthRequest(
             selector=self._selector(nodes),
             deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
@@ -248,6 +255,7 @@ class NovaopsClient:
             recover=recover,
             verify_clean=verify_clean,
             dry_run=dry_run,
+            reason=reason,
         )
         stream = self._stream(
             controller_pb2_grpc.FleetServiceStub,
@@ -353,12 +361,20 @@ class NovaopsClient:
         all_nodes: bool = False,
         target: str = "",
         dry_run: bool = False,
+        reason: str = "",
         grace_seconds: float = 0.0,
         per_node_ms: int = 0,
         overall_ms: int = 0,
     ) -> Iterator[RecoveryStepView | NodeFailure]:
-        """Run (or plan) one catalogue action on nodes; steps stream as they happen."""
-        inner = executor_pb2.RecoverRequest(action=action, target=target, dry_run=dry_run)
+        """Run (or plan) one catalogue action on nodes; steps stream as they happen.
+
+        Runs on the leader only, unless ``dry_run`` (the library retries on the next
+        controller; ``RequestRefused`` naming the leader when none of the configured
+        ones leads). ``reason`` is audited with who asked.
+        """
+        inner = executor_pb2.RecoverRequest(
+            action=action, target=target, dry_run=dry_run, reason=reason
+        )
         if grace_seconds:
             inner.grace.FromMilliseconds(int(grace_seconds * 1000))
         request = controller_pb2.FleetRecoverRequest(

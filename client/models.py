@@ -7,6 +7,7 @@ These are what the client library returns and what ``--output json`` prints
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -63,7 +64,9 @@ class HostFactsView:
 
 @dataclass(frozen=True)
 class Node:
-    """A registered node. ``state`` is "up" or "down"."""
+    """A registered node. ``state`` is "up" or "down"; ``health`` the verdict of its
+    last heartbeat (its health checks run in the background), with the ids of the
+    failing checks as far as the answering controller replica knows them."""
 
     name: str
     address: str
@@ -75,6 +78,8 @@ class Node:
     registered_at: str | None
     labels: dict[str, str] = field(default_factory=dict)
     facts: HostFactsView | None = None
+    failing_checks: list[str] = field(default_factory=list)
+    health_checked_at: str | None = None
 
     @staticmethod
     def from_proto(info: controller_pb2.NodeInfo) -> Node:
@@ -89,6 +94,8 @@ class Node:
             registered_at=_iso(info.registered_at, info.HasField("registered_at")),
             labels=dict(info.labels),
             facts=HostFactsView.from_proto(info.facts) if info.HasField("facts") else None,
+            failing_checks=list(info.failing_checks),
+            health_checked_at=_iso(info.health_checked_at, info.HasField("health_checked_at")),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -132,6 +139,8 @@ class ClusterStatus:
     automation_paused: bool
     breaker_tripped: bool
     version: str
+    # False: [automation] enabled = false in the answering controller's config.
+    automation_enabled: bool = True
 
     @staticmethod
     def from_proto(status: controller_pb2.ClusterStatus) -> ClusterStatus:
@@ -147,6 +156,7 @@ class ClusterStatus:
             automation_paused=status.automation_paused,
             breaker_tripped=status.breaker_tripped,
             version=status.version,
+            automation_enabled=status.automation_enabled,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -444,7 +454,8 @@ class AutomationState:
 
 @dataclass(frozen=True)
 class RecoveryStepView:
-    """One step of a recovery action: outcome planned, done, skipped or failed."""
+    """One step of a recovery action: outcome planned, done, skipped or failed;
+    ``fatal`` for a failed step that ended the action."""
 
     node: str
     action: str
@@ -452,6 +463,7 @@ class RecoveryStepView:
     outcome: str
     error: str
     at: str | None
+    fatal: bool = False
 
     @staticmethod
     def from_proto(step: Any) -> RecoveryStepView:
@@ -462,10 +474,47 @@ class RecoveryStepView:
             outcome=step.outcome,
             error=step.error,
             at=_iso(step.at, step.HasField("at")),
+            fatal=step.fatal,
         )
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecoveryOutcome:
+    """The overall outcome of one action on one node: ``planned`` (dry run),
+    ``done`` (no step failed; skipped steps were already fine), ``partial`` (some
+    items failed, the action went on) or ``failed`` (a fatal step ended it)."""
+
+    node: str
+    action: str
+    outcome: str
+    steps: int
+    failed_steps: int
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def recovery_outcomes(steps: Iterable[RecoveryStepView]) -> list[RecoveryOutcome]:
+    """One :class:`RecoveryOutcome` per (node, action), in order of first step."""
+    grouped: dict[tuple[str, str], list[RecoveryStepView]] = {}
+    for step in steps:
+        grouped.setdefault((step.node, step.action), []).append(step)
+    outcomes = []
+    for (node, action), group in grouped.items():
+        failed = [s for s in group if s.outcome == "failed"]
+        if any(s.fatal for s in failed):
+            outcome = "failed"
+        elif failed:
+            outcome = "partial"
+        elif any(s.outcome == "planned" for s in group):
+            outcome = "planned"
+        else:
+            outcome = "done"
+        outcomes.append(RecoveryOutcome(node, action, outcome, len(group), len(failed)))
+    return outcomes
 
 
 @dataclass(frozen=True)
