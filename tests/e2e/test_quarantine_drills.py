@@ -191,7 +191,10 @@ def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
     hooks = drills.node_dir(node) / "state/hooks/quarantine.d"
     hooks.mkdir(parents=True, exist_ok=True)
     hook = hooks / "20-late"
-    hook.write_text(f'#!/bin/sh\necho "$NOVAOPS_ACTOR" > {marker}\n')
+    hook.write_text(
+        "#!/bin/sh\n"
+        f'echo "$NOVAOPS_ACTOR|$NOVAOPS_SOURCE|$NOVAOPS_REASON|$NOVAOPS_SINCE" > {marker}\n'
+    )
     hook.chmod(0o755)
     pid = drills.pid(node)
     os.kill(pid, signal.SIGSTOP)
@@ -202,7 +205,10 @@ def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
     assert done["changed"] is True
     assert any("next heartbeat" in line for line in done["hook_results"])
     wait_for(marker.exists, 20, "the hook run from the heartbeat sync")
-    assert marker.read_text().strip().startswith("controller:")
+    # The hook sees the operator's record, not the controller that answered the heartbeat.
+    actor, source, reason, since = marker.read_text().strip().split("|")
+    assert (actor, source, reason) == ("admin:admin", "manual", "while it was frozen")
+    assert since[:19] == done["record"]["since"][:19]  # the record's, to the second
     hook.unlink()
     released = drills.json("unquarantine", node, "--reason", "thawed", "--force")
     assert released["changed"] is True
