@@ -2,7 +2,8 @@
 in the registry and in the controller's metrics follows the node's health checks,
 `events --follow` streams a quarantine made while following, recovery shows its
 outcome and audits actor and reason, and `cluster status` names why automation
-does not run.
+does not run. A two-node cluster with automation trips the breaker: gauge, quarantine
+count and worker health scraped from the controller.
 
 The simulated node starts with an orphan QEMU stand-in and a stale lock; automation
 is off, so the faults stay until the test repairs them.
@@ -24,8 +25,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from .conftest import NOVAOPS, DevCluster, wait_for
+from .test_automation import FAST, ImmutableLocks, immutable, needs_chattr
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+__all__ = ["immutable"]  # the fixture, used by name
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 NODE = "node-1"
 
 
@@ -215,3 +218,26 @@ def test_recovery_shows_its_outcome_audits_the_reason_and_heals_the_node(
     )
     clean = one.cli("health", "--node", NODE)
     assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
+@needs_chattr
+def test_a_tripped_breaker_and_the_quarantine_show_in_the_controller_metrics(
+    cluster_factory: Callable[..., DevCluster], immutable: ImmutableLocks
+) -> None:
+    # Two nodes with a fault recovery cannot fix: at most one may be auto-quarantined
+    # (10%, at least 1 node), so the second escalation trips the breaker.
+    cluster = cluster_factory(2, *FAST)
+    for name in ("node-1", "node-2"):
+        immutable.add(cluster, name)
+    wait_for(
+        lambda: cluster.json("automation", "status")["breaker_tripped"], 120, "breaker tripped"
+    )
+    samples = wait_for(
+        lambda: (s := scrape(cluster))[("novaops_automation_breaker_tripped", ())] == 1 and s,
+        15,
+        "novaops_automation_breaker_tripped 1",
+    )
+    assert samples[("novaops_quarantined_nodes", ())] == 1
+    assert samples[("novaops_worker_health", (("status", "quarantined"),))] == 1
+    assert samples[("novaops_worker_health", (("status", "unhealthy"),))] == 1
+    assert "breaker TRIPPED" in cluster.cli("cluster", "status").stdout
