@@ -98,6 +98,8 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
             response = controller_pb2.HeartbeatResponse(known=True, quarantined=stored is not None)
             if stored is not None:
                 response.quarantine.ParseFromString(stored)
+                # The node needs who/why/when, not the evidence: keep heartbeats small.
+                response.quarantine.ClearField("causes")
             local = request.health == common_pb2.HEALTH_STATUS_QUARANTINED
             if local != (stored is not None):
                 # The node acts on this answer: give it the fence and the release.

@@ -180,6 +180,7 @@ async def test_heartbeats_carry_the_record_fence_and_release() -> None:
         source=common_pb2.QUARANTINE_SOURCE_MANUAL,
     )
     record.since.FromSeconds(1_700_000_000)
+    record.causes.add(check_id="host.locks", summary="1 stale lock")
     history = common_pb2.QuarantineHistoryEntry(
         node="n1",
         action="quarantine",
@@ -206,6 +207,7 @@ async def test_heartbeats_carry_the_record_fence_and_release() -> None:
     assert answer.known and answer.quarantined
     assert (answer.quarantine.reason, answer.quarantine.actor) == ("bad DIMM", "operator:alice")
     assert answer.fence_revision == term.record.revision
+    assert not answer.quarantine.causes  # evidence stays in the store
     # The node agrees: no fence needed (it does not act), the record still comes.
     agreed = await registry.Heartbeat(
         controller_pb2.HeartbeatRequest(node=n1, health=common_pb2.HEALTH_STATUS_QUARANTINED),
