@@ -43,6 +43,8 @@ class ExecutorConfig:
     bridge_uplinks: tuple[str, ...] = ()
     hooks_dir: Path | None = None
     metrics_listen: str | None = None
+    # Background health checks (what heartbeats report) start at most this often.
+    health_check_interval_ms: int = 5000
 
     @staticmethod
     def load(path: Path) -> ExecutorConfig:
@@ -67,6 +69,7 @@ class ExecutorConfig:
             metrics_listen=(
                 section.address("metrics_listen") if section.has("metrics_listen") else None
             ),
+            health_check_interval_ms=section.int("health_check_interval_ms", 5000, minimum=500),
         )
 
 

@@ -107,6 +107,7 @@ class Executor:
             state_dir=config.state_dir,
             insecure=config.tls.insecure,
             quarantine=NodeQuarantine(config.state_dir, config.node, hooks_dir=config.hooks_dir),
+            health_check_interval=config.health_check_interval_ms / 1000,
         )
         if isinstance(self.libvirt, LibvirtDomainSource):
             self._wire_features(host_root)

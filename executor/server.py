@@ -55,6 +55,7 @@ from novaops.executor.cleanliness import (
 )
 from novaops.executor.facts import gather_host_facts
 from novaops.executor.health import (
+    MIN_CHECK_INTERVAL_SECONDS,
     UNHEALTHY_STATUSES,
     HealthMonitor,
     HealthVerdict,
@@ -137,6 +138,8 @@ class ExecutorContext:
     finders: HostFinders | None = None
     quarantine: NodeQuarantine | None = None
     bundles: BundleService | None = None
+    # Seconds between background health-check runs (at most; see HealthMonitor).
+    health_check_interval: float = MIN_CHECK_INTERVAL_SECONDS
     _monitor: HealthMonitor | None = field(default=None, init=False, repr=False)
 
     def quarantined(self) -> bool:
@@ -148,7 +151,9 @@ class ExecutorContext:
     def health_monitor(self) -> HealthMonitor | None:
         """The health-check runner and cache; None without checks (test contexts)."""
         if self._monitor is None and self.checks is not None:
-            self._monitor = HealthMonitor(partial(run_health_checks, self.checks))
+            self._monitor = HealthMonitor(
+                partial(run_health_checks, self.checks), min_interval=self.health_check_interval
+            )
         return self._monitor
 
     async def close(self) -> None:
