@@ -9,6 +9,7 @@ import grpc
 from novaops.client.tls import AioContext
 from novaops.controller.auth import require
 from novaops.controller.context import EXPECTED_ERRORS, ControllerContext, abort_for
+from novaops.controller.quarantine import HistoryDetails
 from novaops.pki.identity import Identity, Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -90,6 +91,10 @@ class QuarantineServicer(controller_pb2_grpc.QuarantineServiceServicer):
             entry = common_pb2.QuarantineHistoryEntry()
             entry.ParseFromString(item.payload)
             entry.sequence = item.sequence
+            # The change's own events (and hook.failed) were recorded after the entry.
+            details = HistoryDetails.decode(item.details)
+            known = set(entry.event_ids)
+            entry.event_ids.extend(i for i in details.event_ids if i not in known)
             entries.append(entry)
         if request.limit:
             entries = entries[-request.limit :]

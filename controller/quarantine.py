@@ -4,31 +4,57 @@ A quarantine is fenced by the leader's term (only the leader changes it),
 idempotent (quarantining a quarantined node changes nothing), dry-runnable and
 audited (actor, reason, source, time, causes). The store is the truth: when the
 node cannot be told now, it learns from its next heartbeat response.
+
+Every write is a compare-and-set on the record read just before it (the store's
+``expected``), so two concurrent decisions cannot both pass the check; the one
+that loses re-reads and decides again:
+
+- an automatic quarantine never overwrites a record, manual or automatic;
+- an automatic release lifts only an automatic record, the very one it read;
+- a manual ``quarantine`` of an auto-quarantined node turns it into a manual
+  quarantine (source, actor and reason become the operator's; ``since``, the
+  causes and their event ids stay) and appends a history entry, so automation
+  never lifts it.
+
+Hooks run on the node after the store write, so their outcome is recorded after
+it: in the quarantine/unquarantine event's attributes (``hooks`` = ok | failed |
+none | pending, ``hook_results`` = the node's lines), in the history entry's
+details (:class:`HistoryDetails`), and, when any hook failed, in a
+``hook.failed`` event caused by the quarantine event.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
-from novaops.controller.store.base import LeaderTerm, Store
+from novaops.controller.store.base import LeaderTerm, QuarantineConflict, Store, StoreError
 from novaops.v1 import common_pb2, controller_pb2, executor_pb2
 
 log = logging.getLogger(__name__)
 
 APPLY_TIMEOUT_SECONDS = 5.0
+# Attempts at a conditional write before giving up; each lost race means
+# another decision landed in between, which is rare, not contention.
+CONFLICT_ATTEMPTS = 4
 
 SOURCE_NAMES = {
     common_pb2.QUARANTINE_SOURCE_MANUAL: "manual",
     common_pb2.QUARANTINE_SOURCE_AUTO: "auto",
 }
+
+HOOKS_OK = "ok"
+HOOKS_FAILED = "failed"
+HOOKS_NONE = "none"
+HOOKS_PENDING = "pending"  # the node was not reached; it runs them at its next heartbeat
 
 
 class NotLeader(Exception):
@@ -50,6 +76,85 @@ def _now_ts() -> Timestamp:
     ts = Timestamp()
     ts.FromNanoseconds(time.time_ns())
     return ts
+
+
+@dataclass(frozen=True)
+class HookReport:
+    """What the node said about its hooks for one change."""
+
+    status: str  # HOOKS_OK | HOOKS_FAILED | HOOKS_NONE | HOOKS_PENDING
+    results: tuple[str, ...] = ()
+
+    @property
+    def failed(self) -> tuple[str, ...]:
+        """The lines of hooks that did not succeed ("name: exit 3: ...", "name: refused ...")."""
+        return tuple(line for line in self.results if not hook_succeeded(line))
+
+
+def hook_succeeded(line: str) -> bool:
+    """Whether one of the executor's hook lines ("name: ok" / "name: <failure>") is a success."""
+    return line.rpartition(": ")[2] == "ok"
+
+
+def hook_report(told: bool, results: Sequence[str]) -> HookReport:
+    if not told:
+        return HookReport(HOOKS_PENDING)
+    lines = tuple(results)
+    if not lines:
+        return HookReport(HOOKS_NONE)
+    failed = any(not hook_succeeded(line) for line in lines)
+    return HookReport(HOOKS_FAILED if failed else HOOKS_OK, lines)
+
+
+@dataclass(frozen=True)
+class HistoryDetails:
+    """A history entry's details (the store's opaque ``details``), JSON-encoded.
+
+    ``event_ids`` are the cluster events of the change (the quarantine or
+    unquarantine event, then ``hook.failed`` if any); ``previous_source`` is set
+    when a manual quarantine took over an automatic one.
+    """
+
+    hooks: str = ""
+    hook_results: tuple[str, ...] = ()
+    event_ids: tuple[str, ...] = ()
+    previous_source: str = ""
+
+    def encode(self) -> bytes:
+        doc: dict[str, object] = {
+            "hooks": self.hooks,
+            "hook_results": list(self.hook_results),
+            "event_ids": list(self.event_ids),
+        }
+        if self.previous_source:
+            doc["previous_source"] = self.previous_source
+        return json.dumps(doc, sort_keys=True).encode()
+
+    @classmethod
+    def decode(cls, raw: bytes) -> HistoryDetails:
+        """The details of an entry; empty for none or for details this version cannot read."""
+        if not raw:
+            return cls()
+        try:
+            doc = json.loads(raw)
+            return cls(
+                hooks=str(doc.get("hooks", "")),
+                hook_results=tuple(str(x) for x in doc.get("hook_results", [])),
+                event_ids=tuple(str(x) for x in doc.get("event_ids", [])),
+                previous_source=str(doc.get("previous_source", "")),
+            )
+        except (ValueError, TypeError, AttributeError):
+            return cls()
+
+
+@dataclass
+class _Change:
+    """One decided write: what to store and how to describe it."""
+
+    record: common_pb2.QuarantineRecord
+    history: common_pb2.QuarantineHistoryEntry
+    previous_source: str = ""
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -74,23 +179,29 @@ class QuarantineManager:
             raise UnknownNode(f"no node named {node!r} is registered")
         return record.address
 
-    async def current(self, node: str) -> common_pb2.QuarantineRecord | None:
+    async def _stored(self, node: str) -> tuple[bytes | None, common_pb2.QuarantineRecord | None]:
+        """The node's record as stored (the bytes a conditional write expects) and parsed."""
         stored = (await self.store.get_quarantines()).get(node)
         if stored is None:
-            return None
+            return None, None
         record = common_pb2.QuarantineRecord()
         record.ParseFromString(stored)
-        return record
+        return stored, record
+
+    async def current(self, node: str) -> common_pb2.QuarantineRecord | None:
+        return (await self._stored(node))[1]
 
     async def _tell_node(
         self, address: str, quarantined: bool, record: common_pb2.QuarantineRecord, fence: int
-    ) -> list[str]:
+    ) -> tuple[bool, list[str]]:
+        """(told, lines): the node's hook lines, or one line saying why it was not told."""
         request = executor_pb2.ApplyQuarantineRequest(
             quarantined=quarantined,
             reason=record.reason,
             actor=record.actor,
             source=record.source,
             fence_revision=fence,
+            since=record.since if record.HasField("since") else None,
         )
         try:
             result = await self.executors.stub(address).ApplyQuarantine(
@@ -99,8 +210,58 @@ class QuarantineManager:
         except grpc.RpcError as exc:
             code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
             log.warning("could not tell %s about quarantine: %s", record.node, code)
-            return [f"node not told now ({code}); it applies the change at its next heartbeat"]
-        return list(result.hook_results)
+            return False, [
+                f"node not told now ({code}); it applies the change at its next heartbeat"
+            ]
+        return True, list(result.hook_results)
+
+    async def _record_outcome(
+        self,
+        node: str,
+        action: str,
+        message: str,
+        change: _Change,
+        sequence: int,
+        report: HookReport,
+        term: LeaderTerm,
+        cause_ids: Sequence[str],
+    ) -> None:
+        """The change's event (with its hook outcome), hook.failed, and the history details."""
+        attributes = dict(change.attributes)
+        attributes["hooks"] = report.status
+        if report.results:
+            attributes["hook_results"] = "; ".join(report.results)
+        event_id = await self.events.emit(
+            action,
+            node,
+            message,
+            cause_ids=list(cause_ids),
+            attributes=attributes,
+        )
+        event_ids = [event_id] if event_id else []
+        if report.status == HOOKS_FAILED:
+            failed = "; ".join(report.failed)
+            log.warning("%s hooks failed on %s: %s", action, node, failed)
+            failed_id = await self.events.emit(
+                "hook.failed",
+                node,
+                f"{action} hooks failed on {node}: {failed}",
+                cause_ids=event_ids,
+                attributes={"action": action, "failed": failed},
+            )
+            if failed_id:
+                event_ids.append(failed_id)
+        details = HistoryDetails(
+            hooks=report.status,
+            hook_results=report.results,
+            event_ids=tuple(event_ids),
+            previous_source=change.previous_source,
+        )
+        try:
+            await self.store.annotate_history(sequence, details.encode(), term)
+        except StoreError as exc:
+            # The change itself is stored; only its after-the-fact details are missing.
+            log.warning("could not record hook results in %s's history: %s", node, exc)
 
     async def quarantine(
         self,
@@ -115,49 +276,112 @@ class QuarantineManager:
     ) -> controller_pb2.QuarantineResponse:
         term = await self._fence()
         address = await self._address(node)
-        existing = await self.current(node)
-        if existing is not None:
-            return controller_pb2.QuarantineResponse(
-                record=existing,
-                changed=False,
-                message=f"{node} is already quarantined (since {existing.since.ToJsonString()})",
+        for _ in range(CONFLICT_ATTEMPTS):
+            stored, existing = await self._stored(node)
+            if existing is not None and not (
+                source == common_pb2.QUARANTINE_SOURCE_MANUAL
+                and existing.source == common_pb2.QUARANTINE_SOURCE_AUTO
+            ):
+                since = existing.since.ToJsonString()
+                return controller_pb2.QuarantineResponse(
+                    record=existing,
+                    changed=False,
+                    message=f"{node} is already quarantined (since {since})",
+                )
+            change = self._quarantine_change(
+                node, reason, actor, source, causes, event_ids, existing
             )
-        record = common_pb2.QuarantineRecord(
-            node=node,
-            reason=reason,
-            actor=actor,
-            source=source,
-            since=_now_ts(),
-            causes=list(causes),
-            event_ids=list(event_ids),
+            if dry_run:
+                verb = "take over the automatic quarantine of" if existing else "quarantine"
+                return controller_pb2.QuarantineResponse(
+                    record=change.record, changed=False, message=f"dry run: would {verb} {node}"
+                )
+            try:
+                sequence = await self.store.put_quarantine(
+                    node,
+                    change.record.SerializeToString(),
+                    change.history.SerializeToString(),
+                    term,
+                    expected=stored,
+                )
+            except QuarantineConflict:
+                continue  # another decision landed in between: decide again on what it wrote
+            break
+        else:
+            raise QuarantineConflict(f"quarantine of {node} kept changing concurrently; retry")
+        told, lines = await self._tell_node(address, True, change.record, term.record.revision)
+        if change.previous_source:
+            message = (
+                f"{node}: automatic quarantine taken over by {actor} (now manual, "
+                f"automation will not lift it): {reason}"
+            )
+        else:
+            message = (
+                f"{node} quarantined by {actor} ({SOURCE_NAMES.get(source, 'manual')}): {reason}"
+            )
+        await self._record_outcome(
+            node,
+            "quarantine",
+            message,
+            change,
+            sequence,
+            hook_report(told, lines),
+            term,
+            change.record.event_ids,
         )
-        if dry_run:
-            return controller_pb2.QuarantineResponse(
-                record=record, changed=False, message=f"dry run: would quarantine {node}"
+        return controller_pb2.QuarantineResponse(
+            record=change.record,
+            changed=True,
+            hook_results=lines,
+            message=(
+                f"{node} is now quarantined manually (was automatic)"
+                if change.previous_source
+                else f"{node} quarantined"
+            ),
+        )
+
+    @staticmethod
+    def _quarantine_change(
+        node: str,
+        reason: str,
+        actor: str,
+        source: common_pb2.QuarantineSource,
+        causes: Sequence[common_pb2.CheckResult],
+        event_ids: Sequence[str],
+        existing: common_pb2.QuarantineRecord | None,
+    ) -> _Change:
+        source_name = SOURCE_NAMES.get(source, "manual")
+        if existing is None:
+            record = common_pb2.QuarantineRecord(
+                node=node,
+                reason=reason,
+                actor=actor,
+                source=source,
+                since=_now_ts(),
+                causes=list(causes),
+                event_ids=list(event_ids),
             )
+            previous = ""
+        else:
+            # Taking over an automatic quarantine: the node has been out since then,
+            # for those causes; who answers for it now, and why, is the operator.
+            record = common_pb2.QuarantineRecord()
+            record.CopyFrom(existing)
+            record.reason, record.actor, record.source = reason, actor, source
+            previous = SOURCE_NAMES.get(existing.source, "auto")
         history = common_pb2.QuarantineHistoryEntry(
             node=node,
             action="quarantine",
             reason=reason,
             actor=actor,
             source=source,
-            at=record.since,
-            event_ids=list(event_ids),
+            at=_now_ts() if existing is not None else record.since,
+            event_ids=list(record.event_ids),
         )
-        await self.store.put_quarantine(
-            node, record.SerializeToString(), history.SerializeToString(), term
-        )
-        hooks = await self._tell_node(address, True, record, term.record.revision)
-        await self.events.emit(
-            "quarantine",
-            node,
-            f"{node} quarantined by {actor} ({SOURCE_NAMES.get(source, 'manual')}): {reason}",
-            cause_ids=event_ids,
-            attributes={"actor": actor, "source": SOURCE_NAMES.get(source, "manual")},
-        )
-        return controller_pb2.QuarantineResponse(
-            record=record, changed=True, hook_results=hooks, message=f"{node} quarantined"
-        )
+        attributes = {"actor": actor, "source": source_name, "reason": reason}
+        if previous:
+            attributes["previous_source"] = previous
+        return _Change(record, history, previous, attributes)
 
     async def unquarantine(
         self,
@@ -170,49 +394,87 @@ class QuarantineManager:
         source: common_pb2.QuarantineSource = common_pb2.QUARANTINE_SOURCE_MANUAL,
         event_ids: Sequence[str] = (),
     ) -> controller_pb2.QuarantineResponse:
+        """Lift a quarantine. With ``source`` auto (the automation's release) only an
+        automatic record is lifted: a manual one is left alone, ``changed`` false."""
         term = await self._fence()
         address = await self._address(node)
-        existing = await self.current(node)
-        if existing is None:
-            return controller_pb2.QuarantineResponse(
-                changed=False, message=f"{node} is not quarantined"
-            )
-        if not force:
-            clean, checks = await self.verify_clean(node)
-            if not clean:
-                failing = ", ".join(
-                    f"{c.check_id}({c.target}): {c.summary}"
-                    for c in checks
-                    if c.status != common_pb2.CHECK_STATUS_OK
+        verified = force
+        for _ in range(CONFLICT_ATTEMPTS):
+            stored, existing = await self._stored(node)
+            if existing is None:
+                return controller_pb2.QuarantineResponse(
+                    changed=False, message=f"{node} is not quarantined"
                 )
-                raise NotClean(
-                    f"verify-clean fails on {node}: {failing or 'unknown'}; "
-                    "fix it (novaops health --recover) or pass --force"
+            if (
+                source == common_pb2.QUARANTINE_SOURCE_AUTO
+                and existing.source != common_pb2.QUARANTINE_SOURCE_AUTO
+            ):
+                return controller_pb2.QuarantineResponse(
+                    record=existing,
+                    changed=False,
+                    message=f"{node} is quarantined manually; automation does not lift it",
                 )
-        if dry_run:
-            return controller_pb2.QuarantineResponse(
-                record=existing, changed=False, message=f"dry run: would unquarantine {node}"
+            if not verified:
+                await self._require_clean(node)
+                verified = True
+            if dry_run:
+                return controller_pb2.QuarantineResponse(
+                    record=existing, changed=False, message=f"dry run: would unquarantine {node}"
+                )
+            history = common_pb2.QuarantineHistoryEntry(
+                node=node,
+                action="unquarantine",
+                reason=reason,
+                actor=actor,
+                source=source,
+                at=_now_ts(),
+                forced=force,
+                event_ids=list(event_ids),
             )
-        history = common_pb2.QuarantineHistoryEntry(
-            node=node,
-            action="unquarantine",
-            reason=reason,
-            actor=actor,
-            source=source,
-            at=_now_ts(),
-            forced=force,
-            event_ids=list(event_ids),
-        )
-        await self.store.delete_quarantine(node, history.SerializeToString(), term)
+            try:
+                sequence = await self.store.delete_quarantine(
+                    node, history.SerializeToString(), term, expected=stored
+                )
+            except QuarantineConflict:
+                continue
+            break
+        else:
+            raise QuarantineConflict(f"quarantine of {node} kept changing concurrently; retry")
         released = common_pb2.QuarantineRecord(node=node, reason=reason, actor=actor, source=source)
-        hooks = await self._tell_node(address, False, released, term.record.revision)
-        await self.events.emit(
-            "unquarantine",
+        told, lines = await self._tell_node(address, False, released, term.record.revision)
+        change = _Change(
+            released,
+            history,
+            attributes={
+                "actor": actor,
+                "source": SOURCE_NAMES.get(source, "manual"),
+                "reason": reason,
+                "forced": str(force).lower(),
+            },
+        )
+        await self._record_outcome(
             node,
+            "unquarantine",
             f"{node} released by {actor}{' (forced)' if force else ''}: {reason}",
-            cause_ids=event_ids,
-            attributes={"actor": actor, "forced": str(force).lower()},
+            change,
+            sequence,
+            hook_report(told, lines),
+            term,
+            event_ids,
         )
         return controller_pb2.QuarantineResponse(
-            record=existing, changed=True, hook_results=hooks, message=f"{node} unquarantined"
+            record=existing, changed=True, hook_results=lines, message=f"{node} unquarantined"
         )
+
+    async def _require_clean(self, node: str) -> None:
+        clean, checks = await self.verify_clean(node)
+        if not clean:
+            failing = ", ".join(
+                f"{c.check_id}({c.target}): {c.summary}"
+                for c in checks
+                if c.status != common_pb2.CHECK_STATUS_OK
+            )
+            raise NotClean(
+                f"verify-clean fails on {node}: {failing or 'unknown'}; "
+                "fix it (novaops health --recover) or pass --force"
+            )

@@ -1,0 +1,232 @@
+"""The quarantine manager over an in-memory store and fake executors: conditional
+writes (an automatic decision never overwrites an operator's, an operator may take
+over an automatic quarantine) and hook results recorded in events and history."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from types import SimpleNamespace
+from typing import Any, cast
+
+import grpc
+
+from novaops.controller.automation import verify_clean_on
+from novaops.controller.clock import FakeClock
+from novaops.controller.context import ControllerContext
+from novaops.controller.events import EventLog
+from novaops.controller.executors import ExecutorPool
+from novaops.controller.operations import QuarantineServicer
+from novaops.controller.quarantine import HistoryDetails, QuarantineManager
+from novaops.controller.store.base import (
+    ANY_RECORD,
+    ExpectedRecord,
+    LeaderTerm,
+    NodeRegistration,
+)
+from novaops.controller.store.memory import MemoryStore
+from novaops.v1 import common_pb2, controller_pb2
+
+from .controller_fakes import FakeContext, FakeExecutors, FakeRpcError, FakeStub
+
+AUTO = common_pb2.QUARANTINE_SOURCE_AUTO
+MANUAL = common_pb2.QUARANTINE_SOURCE_MANUAL
+
+
+class Cluster:
+    """The leader's quarantine manager over a store with registered nodes."""
+
+    def __init__(self, store: MemoryStore, executors: FakeExecutors) -> None:
+        self.store = store
+        self.executors = executors
+        self.term: LeaderTerm | None = None
+        self.events = EventLog(store)
+        pool = cast(ExecutorPool, executors)
+
+        async def verify(node: str) -> tuple[bool, list[common_pb2.CheckResult]]:
+            record = await store.get_node(node)
+            return await verify_clean_on(pool, record.address if record else None)
+
+        self.quarantines = QuarantineManager(store, lambda: self.term, pool, self.events, verify)
+
+    async def record(self, node: str) -> common_pb2.QuarantineRecord | None:
+        return await self.quarantines.current(node)
+
+    async def events_of(self, kind: str) -> list[controller_pb2.ClusterEvent]:
+        return [e for e in await self.events.read() if e.kind == kind]
+
+
+async def make_cluster(nodes: int = 3, store: MemoryStore | None = None) -> Cluster:
+    store = store if store is not None else MemoryStore(FakeClock())
+    names = [f"n{i}" for i in range(1, nodes + 1)]
+    for name in names:
+        await store.register_node(NodeRegistration(name, f"addr-{name}"))
+    cluster = Cluster(store, FakeExecutors(names))
+    cluster.term = await store.campaign("ctl-0", "ctl-0:1", 3600)
+    assert cluster.term is not None
+    return cluster
+
+
+async def test_failed_hooks_are_recorded_in_the_event_and_the_history() -> None:
+    cluster = await make_cluster()
+    n1 = cluster.executors.node("n1")
+    n1.hook_results = ["10-disable-scheduler: exit 3: scheduler unreachable", "20-notify: ok"]
+    response = await cluster.quarantines.quarantine(
+        "n1", "automatic: disk", "automation", source=AUTO, event_ids=["000000000007"]
+    )
+    assert list(response.hook_results) == n1.hook_results
+    (quarantine,) = await cluster.events_of("quarantine")
+    assert quarantine.attributes["hooks"] == "failed"
+    assert quarantine.attributes["hook_results"] == "; ".join(n1.hook_results)
+    assert list(quarantine.cause_ids) == ["000000000007"]
+    (failed,) = await cluster.events_of("hook.failed")
+    assert list(failed.cause_ids) == [quarantine.id]
+    assert "10-disable-scheduler: exit 3: scheduler unreachable" in failed.message
+    assert "20-notify" not in failed.message
+    (entry,) = await cluster.store.get_history("n1")
+    details = HistoryDetails.decode(entry.details)
+    assert (details.hooks, details.hook_results) == ("failed", tuple(n1.hook_results))
+    assert details.event_ids == (quarantine.id, failed.id)
+    # The release's hooks are recorded the same way.
+    n1.hook_results = ["10-enable-scheduler: ok"]
+    await cluster.quarantines.unquarantine("n1", "fixed", "operator:bob")
+    (release,) = await cluster.events_of("unquarantine")
+    assert release.attributes["hooks"] == "ok"
+    assert len(await cluster.events_of("hook.failed")) == 1
+    assert HistoryDetails.decode((await cluster.store.get_history("n1"))[1].details).hooks == "ok"
+
+
+async def test_history_rpc_names_the_change_events() -> None:
+    cluster = await make_cluster(2)
+    cluster.executors.node("n1").hook_results = ["10-x: ok"]
+    await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
+    servicer = QuarantineServicer(
+        cast(ControllerContext, SimpleNamespace(insecure=True, store=cluster.store))
+    )
+    response = await servicer.GetQuarantineHistory(
+        controller_pb2.GetQuarantineHistoryRequest(node="n1"), cast(Any, FakeContext(None))
+    )
+    (quarantine,) = await cluster.events_of("quarantine")
+    assert quarantine.attributes["hooks"] == "ok"
+    assert list(response.entries[0].event_ids) == [quarantine.id]
+    assert await cluster.events_of("hook.failed") == []
+
+
+async def test_node_not_reached_leaves_hooks_pending() -> None:
+    cluster = await make_cluster(2)
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+
+    stub = FakeStub(cluster.executors.node("n1"))
+    stub.ApplyQuarantine = unreachable  # type: ignore[assignment, method-assign]
+    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+    response = await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
+    assert "next heartbeat" in response.hook_results[0]
+    (quarantine,) = await cluster.events_of("quarantine")
+    assert quarantine.attributes["hooks"] == "pending"
+    assert HistoryDetails.decode((await cluster.store.get_history("n1"))[0].details).hooks == (
+        "pending"
+    )
+
+
+class RacingStore(MemoryStore):
+    """Lands an operator's write just before the next conditional quarantine write."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.interleave: Callable[[], Awaitable[None]] | None = None
+
+    async def _race(self) -> None:
+        if self.interleave is not None:
+            interleave, self.interleave = self.interleave, None
+            await interleave()
+
+    async def put_quarantine(
+        self,
+        node: str,
+        record: bytes,
+        history: bytes,
+        fence: LeaderTerm,
+        *,
+        expected: ExpectedRecord = ANY_RECORD,
+    ) -> int:
+        await self._race()
+        return await super().put_quarantine(node, record, history, fence, expected=expected)
+
+    async def delete_quarantine(
+        self, node: str, history: bytes, fence: LeaderTerm, *, expected: ExpectedRecord = ANY_RECORD
+    ) -> int:
+        await self._race()
+        return await super().delete_quarantine(node, history, fence, expected=expected)
+
+
+async def test_automatic_quarantine_never_overwrites_a_concurrent_manual_one() -> None:
+    store = RacingStore(FakeClock())
+    cluster = await make_cluster(3, store=store)
+
+    async def operator() -> None:
+        await cluster.quarantines.quarantine("n1", "DIMM errors", "operator:bob")
+
+    store.interleave = operator
+    response = await cluster.quarantines.quarantine(
+        "n1", "automatic: 4 failed recoveries", "automation", source=AUTO
+    )
+    assert not response.changed
+    record = await cluster.record("n1")
+    assert record is not None
+    assert (record.source, record.actor, record.reason) == (MANUAL, "operator:bob", "DIMM errors")
+    assert [e.kind for e in await cluster.events.read()] == ["quarantine"]
+    # The automation's release leaves the manual record alone.
+    released = await cluster.quarantines.unquarantine(
+        "n1", "automatic: clean", "automation", force=True, source=AUTO
+    )
+    assert not released.changed and "manually" in released.message
+    assert await cluster.record("n1") is not None
+
+
+async def test_automatic_release_loses_to_a_concurrent_takeover() -> None:
+    store = RacingStore(FakeClock())
+    cluster = await make_cluster(3, store=store)
+    await cluster.quarantines.quarantine("n1", "automatic: x", "automation", source=AUTO)
+
+    async def operator() -> None:
+        await cluster.quarantines.quarantine("n1", "keep it out", "operator:bob")
+
+    store.interleave = operator
+    released = await cluster.quarantines.unquarantine(
+        "n1", "automatic: clean", "automation", force=True, source=AUTO
+    )
+    assert not released.changed
+    record = await cluster.record("n1")
+    assert record is not None and record.source == MANUAL
+
+
+async def test_manual_quarantine_takes_over_an_automatic_one() -> None:
+    cluster = await make_cluster(3)
+    first = await cluster.quarantines.quarantine(
+        "n1", "automatic: disk", "automation", source=AUTO, event_ids=["000000000001"]
+    )
+    taken = await cluster.quarantines.quarantine("n1", "waiting for a new disk", "operator:bob")
+    assert taken.changed and "manually" in taken.message
+    record = await cluster.record("n1")
+    assert record is not None
+    assert (record.source, record.actor, record.reason) == (
+        MANUAL,
+        "operator:bob",
+        "waiting for a new disk",
+    )
+    assert record.since == first.record.since
+    assert list(record.event_ids) == ["000000000001"]
+    history = await cluster.store.get_history("n1")
+    assert len(history) == 2
+    entry = common_pb2.QuarantineHistoryEntry()
+    entry.ParseFromString(history[1].payload)
+    assert (entry.action, entry.source, entry.actor) == ("quarantine", MANUAL, "operator:bob")
+    assert HistoryDetails.decode(history[1].details).previous_source == "auto"
+    # A repeat changes nothing; automation's release no longer applies.
+    again = await cluster.quarantines.quarantine("n1", "again", "operator:bob")
+    assert not again.changed
+    released = await cluster.quarantines.unquarantine(
+        "n1", "automatic: clean", "automation", force=True, source=AUTO
+    )
+    assert not released.changed
