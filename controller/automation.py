@@ -3,9 +3,34 @@
 Every poll interval, on the leader only: read the registry, poll the health of
 every up node (with checks), feed the observations to the policy, and carry out
 the actions it returns (recovery through the executor's catalogue, quarantine
-and release through the QuarantineManager, verify-clean, events). Operator
-state (paused, breaker) lives in the store so a new leader keeps it; the
-per-node counters are the leader's memory and start again after a failover.
+and release through the QuarantineManager, verify-clean, events).
+
+What the loop guarantees:
+
+- it acts only while this replica leads: no action is carried out and no task is
+  started without the current term; tasks started in a term are cancelled as
+  soon as that term is seen to end (``leadership_changed``, called by the loop
+  every poll and by whoever learns of the change first), a recovery checks the
+  term again before every executor call and every streamed step, and a result
+  from an ended term is never fed back (the next term starts from the store);
+- every recovery it starts is reported to the policy as finished, whatever
+  happens: failed when it raised, could not reach the node, or ran out of
+  ``recovery_timeout`` (one budget for the whole recovery); the policy also times
+  out a report that never comes (``PolicyConfig.recovery_deadline``, at least
+  twice ``recovery_timeout``);
+- policy handling and the actions that follow are serialized by one lock, so a
+  store sync never interleaves with a decision being carried out;
+- events the policy marks ``cause`` are reported back with their cluster ids, so
+  quarantine records, history and events name events ``novaops events`` shows;
+- operator state and the circuit breaker (paused, tripped, reason, and the
+  window of recent automatic quarantine times) live in the store settings,
+  fenced by the term, written whenever they change and read at the start of
+  every term, so a new leader continues the breaker window. Per-node counters
+  are the leader's memory and start again after a failover (the quarantines
+  themselves, with their causes, are in the store).
+
+ERROR checks are judged as the policy's docstring says: never a pass, failing
+only once persistent, never a cause of escalation on their own.
 """
 
 from __future__ import annotations
@@ -16,20 +41,24 @@ import itertools
 import json
 import logging
 import shlex
-import time
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
 
+from novaops.controller.clock import Clock, SystemClock
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
 from novaops.controller.fanout import FanoutTarget, fan_out, first_result
 from novaops.controller.metrics import AUTOMATION_PAUSED, BREAKER_TRIPPED
 from novaops.controller.policy import (
+    AUTO,
+    MANUAL,
     Action,
     EmitEvent,
+    EventRecorded,
     FleetChanged,
     HealthObserved,
     OperatorCommand,
@@ -45,7 +74,7 @@ from novaops.controller.policy import (
     VerifyCleanObserved,
 )
 from novaops.controller.quarantine import NotLeader, QuarantineManager, UnknownNode
-from novaops.controller.store.base import LeaderTerm, Store, StoreError
+from novaops.controller.store.base import LeaderTerm, NodeRecord, Store, StoreError
 from novaops.v1 import common_pb2, controller_pb2, executor_pb2
 
 log = logging.getLogger(__name__)
@@ -59,8 +88,17 @@ class AutomationConfig:
     enabled: bool = True
     poll_interval: float = 10.0
     per_node_timeout: float = 10.0
-    recovery_timeout: float = 60.0
+    recovery_timeout: float = 60.0  # for one whole recovery (all its catalogue actions)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
+
+
+def check_key(check: common_pb2.CheckResult) -> str:
+    """How the policy names a check: "check_id:target"."""
+    return f"{check.check_id}:{check.target}"
+
+
+def _keys(checks: Iterable[common_pb2.CheckResult]) -> tuple[str, ...]:
+    return tuple(sorted({check_key(c) for c in checks}))
 
 
 def recover_actions(checks: list[common_pb2.CheckResult]) -> tuple[tuple[str, str], ...]:
@@ -85,6 +123,21 @@ def recover_actions(checks: list[common_pb2.CheckResult]) -> tuple[tuple[str, st
     return tuple(found)
 
 
+def _settings(raw: bytes | None) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        log.warning("automation settings in the store are not JSON; using defaults")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+class _LeadershipLost(Exception):
+    """The term a task was started in has ended."""
+
+
 class Automation:
     """Runs the policy while this replica leads."""
 
@@ -96,6 +149,7 @@ class Automation:
         events: EventLog,
         quarantines: QuarantineManager,
         term: Callable[[], LeaderTerm | None],
+        clock: Clock | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -103,39 +157,94 @@ class Automation:
         self.events = events
         self.quarantines = quarantines
         self.term = term
-        self.policy = Policy(config.policy)
+        deadline = max(config.policy.recovery_deadline, 2 * config.recovery_timeout)
+        self.policy = Policy(replace(config.policy, recovery_deadline=deadline))
+        self._clock: Clock = clock if clock is not None else SystemClock()
         self._ids = itertools.count(1)
         self._last_checks: dict[str, list[common_pb2.CheckResult]] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: dict[asyncio.Task[None], int] = {}  # task -> term revision it serves
+        self._verifying: set[str] = set()
+        self._term_revision: int | None = None
         self._loaded_for: int | None = None
+        self._saved = self.policy.state.breaker_snapshot()
+        self._lock = asyncio.Lock()
+
+    def _now(self) -> float:
+        return self._clock.wall()
 
     def _sid(self, prefix: str) -> str:
-        return f"{prefix}-{int(time.time())}-{next(self._ids)}"
+        return f"{prefix}-{int(self._now())}-{next(self._ids)}"
+
+    def _revision(self) -> int | None:
+        term = self.term()
+        return term.record.revision if term is not None else None
+
+    def _leads(self, revision: int | None) -> bool:
+        return revision is not None and self._revision() == revision
+
+    # -- leadership ----------------------------------------------------------------
+
+    def leadership_changed(self, term: LeaderTerm | None) -> None:
+        """This replica's term is now ``term`` (None: not leading).
+
+        Cancels every task of another term at once and forgets the per-node memory
+        of that term; idempotent. The loop calls it every poll; the election may
+        call it sooner.
+        """
+        revision = term.record.revision if term is not None else None
+        if revision == self._term_revision:
+            return
+        self._term_revision = revision
+        for task, started in list(self._tasks.items()):
+            if started != revision:
+                task.cancel()
+        self._verifying.clear()
+        self.policy.state.nodes.clear()
+        self._last_checks.clear()
+        self._loaded_for = None
+
+    @property
+    def tasks_in_flight(self) -> int:
+        return len(self._tasks)
+
+    async def wait_idle(self) -> None:
+        """Wait until no recovery or verify-clean task is running."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     # -- operator state ----------------------------------------------------------
 
     async def _load_settings(self) -> None:
-        raw = await self.store.get_setting(SETTINGS_KEY)
-        data = json.loads(raw) if raw else {}
-        self.policy.state.paused = bool(data.get("paused", False))
-        self.policy.state.breaker_tripped = bool(data.get("breaker_tripped", False))
-        self.policy.state.breaker_reason = str(data.get("breaker_reason", ""))
+        data = _settings(await self.store.get_setting(SETTINGS_KEY))
+        state = self.policy.state
+        state.paused = bool(data.get("paused", False))
+        state.breaker_tripped = bool(data.get("breaker_tripped", False))
+        state.breaker_reason = str(data.get("breaker_reason", ""))
+        times = data.get("auto_quarantine_times", [])
+        state.auto_quarantine_times = deque(
+            sorted(float(t) for t in times if isinstance(t, int | float))
+            if isinstance(times, list)
+            else ()
+        )
+        self._saved = state.breaker_snapshot()
 
     async def _save_settings(self) -> None:
         term = self.term()
         if term is None:
             raise NotLeader("this controller is not the leader")
-        state = self.policy.state
+        snapshot = self.policy.state.breaker_snapshot()
+        paused, tripped, reason, times = snapshot
         data = {
-            "paused": state.paused,
-            "breaker_tripped": state.breaker_tripped,
-            "breaker_reason": state.breaker_reason,
+            "paused": paused,
+            "breaker_tripped": tripped,
+            "breaker_reason": reason,
+            "auto_quarantine_times": list(times),
         }
         await self.store.put_setting(SETTINGS_KEY, json.dumps(data).encode(), term)
+        self._saved = snapshot
 
     async def status(self) -> controller_pb2.AutomationStatus:
-        raw = await self.store.get_setting(SETTINGS_KEY)
-        data = json.loads(raw) if raw else {}
+        data = _settings(await self.store.get_setting(SETTINGS_KEY))
         leader = await self.store.get_leader()
         quarantines = await self.store.get_quarantines()
         auto = 0
@@ -155,57 +264,72 @@ class Automation:
             auto_quarantined=auto,
         )
 
-    async def command(self, command: str, actor: str) -> controller_pb2.AutomationStatus:
-        """pause | resume | reset-breaker, on the leader; persisted and audited."""
-        if self.term() is None:
+    async def command(
+        self, command: str, actor: str, reason: str = ""
+    ) -> controller_pb2.AutomationStatus:
+        """pause | resume | reset-breaker, on the leader: persisted first, then audited
+        in an event naming the actor and the reason."""
+        term = self.term()
+        if term is None:
             raise NotLeader("this controller is not the leader")
-        await self._load_settings()
-        await self._execute(
-            self.policy.handle(OperatorCommand(self._sid("op"), command, actor), time.time())
-        )
-        await self._save_settings()
+        self.leadership_changed(term)
+        async with self._lock:
+            try:
+                await self._load_settings()
+                actions = self.policy.handle(
+                    OperatorCommand(self._sid("op"), command, actor, reason), self._now()
+                )
+                await self._save_settings()
+            except BaseException:
+                self._loaded_for = None  # memory may now differ from the store: reload
+                raise
+            self._loaded_for = term.record.revision
+            await self._execute(actions)
         return await self.status()
 
     # -- the loop ----------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            term = self.term()
-            if term is not None and self.config.enabled:
-                try:
-                    if self._loaded_for != term.record.revision:
-                        # New term: start from the store's operator state.
-                        await self._load_settings()
-                        self._loaded_for = term.record.revision
-                    await self.poll_once()
-                    BREAKER_TRIPPED.set(1 if self.policy.state.breaker_tripped else 0)
-                    AUTOMATION_PAUSED.set(1 if self.policy.state.paused else 0)
-                except StoreError as exc:
-                    log.warning("automation: store unavailable: %s", exc)
-                except NotLeader:
-                    pass
-            else:
-                self._loaded_for = None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.config.poll_interval)
-        for task in list(self._tasks):
-            task.cancel()
+        try:
+            while not stop.is_set():
+                await self.step()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.config.poll_interval)
+        finally:
+            tasks = list(self._tasks)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def step(self) -> None:
+        """One turn of the loop: follow leadership, then (leading) poll and act."""
+        term = self.term()
+        self.leadership_changed(term)
+        if term is None or not self.config.enabled:
+            return
+        try:
+            if self._loaded_for != term.record.revision:
+                # New term: start from the store's operator and breaker state.
+                async with self._lock:
+                    await self._load_settings()
+                self._loaded_for = term.record.revision
+            await self.poll_once()
+            BREAKER_TRIPPED.set(1 if self.policy.state.breaker_tripped else 0)
+            AUTOMATION_PAUSED.set(1 if self.policy.state.paused else 0)
+        except StoreError as exc:
+            log.warning("automation: store unavailable: %s", exc)
+        except NotLeader:
+            pass
 
     async def poll_once(self) -> None:
         """One round: sync fleet and quarantines, poll health, act."""
+        revision = self._revision()
+        if revision is None or revision != self._term_revision:
+            return
         records = await self.store.list_nodes()
-        await self._feed(FleetChanged(self._sid("fleet"), tuple(r.name for r in records)))
-        quarantines = await self.store.get_quarantines()
-        for record in records:
-            state = self.policy.state.node(record.name)
-            stored = quarantines.get(record.name)
-            if stored is None and state.quarantine is not None:
-                await self._feed(QuarantineChanged(self._sid("sync"), record.name, False))
-            elif stored is not None and state.quarantine is None:
-                parsed = common_pb2.QuarantineRecord()
-                parsed.ParseFromString(stored)
-                source = "auto" if parsed.source == common_pb2.QUARANTINE_SOURCE_AUTO else "manual"
-                await self._feed(QuarantineChanged(self._sid("sync"), record.name, True, source))
+        async with self._lock:
+            await self._handle(FleetChanged(self._sid("fleet"), tuple(r.name for r in records)))
+            await self._sync_quarantines(records)
         targets = [FanoutTarget(r.name, r.address, r.up) for r in records if r.up]
         request = executor_pb2.GetHealthRequest(include_checks=True)
 
@@ -215,54 +339,111 @@ class Automation:
 
         timeout = self.config.per_node_timeout
         async for outcome in fan_out(targets, call, per_node=timeout, overall=timeout + 1):
-            if outcome.result is None:
+            # Bounded by the fan-out's deadline; a term that ended meanwhile acts on nothing.
+            if outcome.result is None or not self._leads(revision):
                 continue  # unreachable nodes are the registry's business (node.down)
             health: executor_pb2.NodeHealth = outcome.result
-            failing = [c for c in health.checks if c.status in FAILING]
-            self._last_checks[health.node] = failing
+            fails = [c for c in health.checks if c.status == common_pb2.CHECK_STATUS_FAIL]
+            errors = [c for c in health.checks if c.status == common_pb2.CHECK_STATUS_ERROR]
+            self._last_checks[outcome.node] = fails + errors
             await self._feed(
                 HealthObserved(
                     self._sid("poll"),
-                    health.node,
-                    tuple(sorted({f"{c.check_id}:{c.target}" for c in failing})),
-                    tuple(c.event_id for c in failing if c.event_id),
-                    recover_actions(failing),
+                    outcome.node,
+                    _keys(fails),
+                    recover_actions(fails),
+                    _keys(errors),
+                    recover_actions(errors),
                 )
             )
 
+    async def _sync_quarantines(self, records: list[NodeRecord]) -> None:
+        """Tell the policy where the store's quarantines differ from what it thinks."""
+        quarantines = await self.store.get_quarantines()
+        for record in records:
+            state = self.policy.state.node(record.name)
+            stored = quarantines.get(record.name)
+            if stored is None:
+                if state.quarantine is not None:
+                    await self._handle(QuarantineChanged(self._sid("sync"), record.name, False))
+                continue
+            parsed = common_pb2.QuarantineRecord()
+            parsed.ParseFromString(stored)
+            source = AUTO if parsed.source == common_pb2.QUARANTINE_SOURCE_AUTO else MANUAL
+            if state.quarantine != source:
+                await self._handle(
+                    QuarantineChanged(
+                        self._sid("sync"),
+                        record.name,
+                        True,
+                        source,
+                        _keys(parsed.causes),
+                        tuple(parsed.event_ids),
+                    )
+                )
+
+    # -- carrying out actions ------------------------------------------------------
+
     async def _feed(self, stimulus: Stimulus) -> None:
-        await self._execute(self.policy.handle(stimulus, time.time()))
+        async with self._lock:
+            await self._handle(stimulus)
+
+    async def _handle(self, stimulus: Stimulus) -> None:
+        """Apply one stimulus and carry out its actions; the caller holds the lock."""
+        await self._execute(self.policy.handle(stimulus, self._now()))
+        if self.policy.state.breaker_snapshot() != self._saved:
+            try:
+                await self._save_settings()
+            except (NotLeader, StoreError) as exc:
+                log.warning("automation: could not persist the breaker state: %s", exc)
 
     async def _execute(self, actions: list[Action]) -> None:
         for action in actions:
+            revision = self._term_revision
+            if not self._leads(revision):
+                log.info("automation: not leading; dropped %s", type(action).__name__)
+                return
             try:
-                await self._execute_one(action)
-            except (NotLeader, UnknownNode) as exc:
-                log.info("automation: skipped %s: %s", type(action).__name__, exc)
-        if any(isinstance(a, EmitEvent) and a.kind.startswith("breaker") for a in actions):
-            with contextlib.suppress(NotLeader):
-                await self._save_settings()
+                await self._execute_one(action, revision)
+            except (NotLeader, UnknownNode, StoreError) as exc:
+                log.warning("automation: %s failed: %s", type(action).__name__, exc)
 
-    async def _execute_one(self, action: Action) -> None:
+    async def _execute_one(self, action: Action, revision: int | None) -> None:
+        assert revision is not None
         if isinstance(action, EmitEvent):
-            await self.events.emit(
-                action.kind, action.node, action.message, cause_ids=action.cause_ids
+            event_id = await self.events.emit(
+                action.kind,
+                action.node,
+                action.message,
+                cause_ids=action.cause_ids,
+                attributes=dict(action.attributes),
             )
+            if action.cause:
+                await self._handle(
+                    EventRecorded(self._sid("event"), action.node, action.kind, event_id)
+                )
         elif isinstance(action, StartRecovery):
-            self._spawn(self._recover(action))
+            self._spawn(self._recover(action, revision), revision)
         elif isinstance(action, VerifyClean):
-            self._spawn(self._verify(action.node))
+            if action.node not in self._verifying:
+                self._verifying.add(action.node)
+                self._spawn(self._verify(action.node, revision), revision)
         elif isinstance(action, QuarantineNode):
-            await self.quarantines.quarantine(
+            wanted = set(action.checks)
+            causes = [c for c in self._last_checks.get(action.node, []) if check_key(c) in wanted]
+            response = await self.quarantines.quarantine(
                 action.node,
                 action.reason,
                 "automation",
                 source=common_pb2.QUARANTINE_SOURCE_AUTO,
-                causes=self._last_checks.get(action.node, []),
+                causes=causes,
                 event_ids=action.cause_ids,
             )
+            if response.record.source != common_pb2.QUARANTINE_SOURCE_AUTO:
+                # An operator quarantined it first: theirs stands, automation keeps off.
+                await self._handle(QuarantineChanged(self._sid("sync"), action.node, True))
         elif isinstance(action, ReleaseNode):
-            await self.quarantines.unquarantine(
+            response = await self.quarantines.unquarantine(
                 action.node,
                 action.reason,
                 "automation",
@@ -270,41 +451,103 @@ class Automation:
                 source=common_pb2.QUARANTINE_SOURCE_AUTO,
                 event_ids=action.cause_ids,
             )
+            if not response.changed and response.record.node:
+                log.info("automation: %s", response.message)
+                await self._handle(QuarantineChanged(self._sid("sync"), action.node, True))
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], revision: int) -> None:
+        if not self._leads(revision):
+            coroutine.close()
+            return
         task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = revision
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(task, None)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("automation task failed: %r", task.exception())
 
     async def _address(self, node: str) -> str | None:
         record = await self.store.get_node(node)
         return record.address if record else None
 
-    async def _recover(self, action: StartRecovery) -> None:
-        address = await self._address(action.node)
+    async def _recover(self, action: StartRecovery, revision: int) -> None:
         failures: list[str] = []
-        for name, target in action.actions:
-            if address is None:
-                failures.append("node no longer registered")
-                break
-            request = executor_pb2.RecoverRequest(action=name, target=target, actor="automation")
-            try:
-                stream = self.executors.stub(address).Recover(
-                    request, timeout=self.config.recovery_timeout
+        report = True
+        try:
+            async with asyncio.timeout(self.config.recovery_timeout):
+                address = await self._address(action.node)
+                if address is None:
+                    failures.append("node no longer registered")
+                else:
+                    failing = ", ".join(_keys(self._last_checks.get(action.node, [])))
+                    reason = f"automatic recovery ({action.recovery_id}): {failing or 'failing'}"
+                    for name, target in action.actions:
+                        failures += await self._run_action(address, name, target, revision, reason)
+        except TimeoutError:
+            failures.append(f"no result within {self.config.recovery_timeout:g}s")
+        except _LeadershipLost:
+            report = False
+        except asyncio.CancelledError:
+            report = False
+            raise
+        except Exception as exc:
+            # Whatever broke, the policy must hear that this recovery is over.
+            log.exception("automation: recovery on %s failed", action.node)
+            failures.append(f"{type(exc).__name__}: {exc}")
+        finally:
+            if report and self._leads(revision):
+                await self._feed(
+                    RecoveryFinished(
+                        self._sid("recovery"),
+                        action.node,
+                        not failures,
+                        "; ".join(failures),
+                        action.recovery_id,
+                    )
                 )
-                async for step in stream:
-                    if step.outcome == "failed":
-                        failures.append(f"{name}: {step.description}: {step.error}")
-            except grpc.RpcError as exc:
-                code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
-                failures.append(f"{name}: {code}")
-        await self._feed(
-            RecoveryFinished(self._sid("recovery"), action.node, not failures, "; ".join(failures))
-        )
 
-    async def _verify(self, node: str) -> None:
-        clean, _ = await verify_clean_on(self.executors, await self._address(node))
-        await self._feed(VerifyCleanObserved(self._sid("verify"), node, clean))
+    async def _run_action(
+        self, address: str, name: str, target: str, revision: int, reason: str
+    ) -> list[str]:
+        """One catalogue action; the failures it reported. Stops when the term ends.
+
+        Fenced by the term: a node that has seen a newer leader refuses it."""
+        if not self._leads(revision):
+            raise _LeadershipLost
+        request = executor_pb2.RecoverRequest(
+            action=name, target=target, actor="automation", fence_revision=revision, reason=reason
+        )
+        failures: list[str] = []
+        call = self.executors.stub(address).Recover(request, timeout=self.config.recovery_timeout)
+        try:
+            async for step in call:
+                if not self._leads(revision):
+                    raise _LeadershipLost
+                if step.outcome == "failed":
+                    failures.append(f"{name}: {step.description}: {step.error}")
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            failures.append(f"{name}: {code}")
+        finally:
+            call.cancel()  # no-op once the stream has ended
+        return failures
+
+    async def _verify(self, node: str, revision: int) -> None:
+        clean = False
+        report = True
+        try:
+            clean, _ = await verify_clean_on(self.executors, await self._address(node))
+        except asyncio.CancelledError:
+            report = False
+            raise
+        except Exception:
+            log.exception("automation: verify-clean on %s failed", node)
+        finally:
+            if report and self._leads(revision):
+                self._verifying.discard(node)  # (a new term starts with an empty set)
+                await self._feed(VerifyCleanObserved(self._sid("verify"), node, clean))
 
 
 async def verify_clean_on(

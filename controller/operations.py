@@ -116,24 +116,28 @@ class AutomationServicer(controller_pb2_grpc.AutomationServiceServicer):
         except EXPECTED_ERRORS as exc:
             await abort_for(context, exc)
 
-    async def _command(self, context: AioContext, command: str) -> controller_pb2.AutomationStatus:
+    async def _command(
+        self, context: AioContext, command: str, reason: str
+    ) -> controller_pb2.AutomationStatus:
+        """Run an operator command; the event it records names the caller's certificate
+        identity (who), the command (what), its time (when) and the reason (why)."""
         identity = await require(context, Role.ADMIN, insecure=self.ctx.insecure)
         try:
-            return await self.ctx.automation.command(command, actor(identity))
+            return await self.ctx.automation.command(command, actor(identity), reason.strip())
         except EXPECTED_ERRORS as exc:
             await abort_for(context, exc)
 
     async def PauseAutomation(
         self, request: controller_pb2.PauseAutomationRequest, context: AioContext
     ) -> controller_pb2.AutomationStatus:
-        return await self._command(context, "pause")
+        return await self._command(context, "pause", request.reason)
 
     async def ResumeAutomation(
         self, request: controller_pb2.ResumeAutomationRequest, context: AioContext
     ) -> controller_pb2.AutomationStatus:
-        return await self._command(context, "resume")
+        return await self._command(context, "resume", request.reason)
 
     async def ResetBreaker(
         self, request: controller_pb2.ResetBreakerRequest, context: AioContext
     ) -> controller_pb2.AutomationStatus:
-        return await self._command(context, "reset-breaker")
+        return await self._command(context, "reset-breaker", request.reason)

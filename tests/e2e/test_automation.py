@@ -127,8 +127,19 @@ def test_unfixable_fault_escalates_then_clean_node_is_released(
     assert escalations and "host.locks" in escalations[0]["message"]
     failed = events(cluster, "recovery.failed", "node-1")
     assert len(failed) >= 4
+    # The record's causes are cluster events: the failure, the failed recoveries and
+    # the escalation, each one `novaops events` shows.
+    by_id = {e["id"]: e for e in cluster.json("events")}
+    causes = [by_id[i]["kind"] for i in record["event_ids"]]
+    assert causes[0] == "check.failed" and causes[-1] == "escalation", causes
+    assert causes.count("recovery.failed") >= 4
+    # The hook's outcome is recorded with the quarantine, in its event and history.
+    (quarantine_event,) = events(cluster, "quarantine", "node-1")
+    assert quarantine_event["attributes"]["hooks"] == "ok"
+    assert quarantine_event["attributes"]["hook_results"] == "10-mark: ok"
     history = cluster.json("quarantine", "history", "node-1")
     assert history[-1]["action"] == "quarantine" and history[-1]["source"] == "auto"
+    assert quarantine_event["id"] in history[-1]["event_ids"]
     assert cluster.json("quarantine", "list")[0]["node"] == "node-1"
     assert all(q["node"] != "node-2" for q in cluster.json("quarantine", "list"))
 
@@ -137,7 +148,7 @@ def test_unfixable_fault_escalates_then_clean_node_is_released(
     wait_for(lambda: cluster.json("quarantine", "list") == [], 60, "automatic release")
     history = cluster.json("quarantine", "history", "node-1")
     assert history[-1]["action"] == "unquarantine" and history[-1]["source"] == "auto"
-    assert "verify-clean passed 3" in history[-1]["reason"]
+    assert "causing checks passed 3 consecutive times" in history[-1]["reason"]
 
 
 @needs_chattr
