@@ -212,3 +212,32 @@ def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
     hook.unlink()
     released = drills.json("unquarantine", node, "--reason", "thawed", "--force")
     assert released["changed"] is True
+
+
+def test_a_failing_hook_is_reported_not_swallowed(drills: DevCluster) -> None:
+    node = "node-2"
+    hooks = drills.node_dir(node) / "state/hooks/unquarantine.d"
+    hooks.mkdir(parents=True, exist_ok=True)
+    hook = hooks / "30-enable-scheduling"
+    hook.write_text("#!/bin/sh\necho 'scheduler API unreachable' >&2\nexit 3\n")
+    hook.chmod(0o755)
+    try:
+        assert drills.json("quarantine", node, "--reason", "hook drill")["changed"] is True
+        released = drills.json("unquarantine", node, "--reason", "hook drill over", "--force")
+    finally:
+        hook.unlink()
+    assert released["changed"] is True
+    assert any(
+        "30-enable-scheduling" in line and "scheduler API unreachable" in line
+        for line in released["hook_results"]
+    ), released["hook_results"]
+    # In the release event, in a hook.failed event it causes, and in the history.
+    unquarantine = [e for e in drills.json("events", "--kind", "unquarantine") if e["node"] == node]
+    assert unquarantine[-1]["attributes"]["hooks"] == "failed"
+    assert "scheduler API unreachable" in unquarantine[-1]["attributes"]["hook_results"]
+    failed = [e for e in drills.json("events", "--kind", "hook.failed") if e["node"] == node]
+    assert failed and failed[-1]["cause_ids"] == [unquarantine[-1]["id"]]
+    assert "30-enable-scheduling" in failed[-1]["message"]
+    history = drills.json("quarantine", "history", node)
+    assert history[-1]["action"] == "unquarantine"
+    assert history[-1]["event_ids"][-2:] == [unquarantine[-1]["id"], failed[-1]["id"]]
