@@ -139,7 +139,9 @@ def measure_novaops(
         elapsed = time.perf_counter() - started
 
         def liveness_once() -> int:
-            items = list(client.health(include_checks=False, per_node_ms=PER_NODE_MS, overall_ms=OVERALL_MS))
+            items = list(
+                client.health(include_checks=False, per_node_ms=PER_NODE_MS, overall_ms=OVERALL_MS)
+            )
             return sum(isinstance(i, NodeFailure) for i in items) + max(0, nodes - len(items))
 
         liveness = harness.timed_series(
