@@ -111,7 +111,14 @@ async def serve(config: ControllerConfig) -> None:
         events = EventLog(store)
         background: set[asyncio.Task[str]] = set()
 
+        # Set once built (below): the elector's callback may not fire before then.
+        automation_ref: list[Automation] = []
+
         def leadership_changed(term: LeaderTerm | None) -> None:
+            # A lost (or new) term cancels the automation's tasks of other terms at
+            # once, instead of at its next poll.
+            for automation in automation_ref:
+                automation.leadership_changed(term)
             # Only a new leader records the change: a replica that lost its lease
             # may not be able to reach the store at all.
             if term is None:
@@ -147,6 +154,7 @@ async def serve(config: ControllerConfig) -> None:
 
         quarantines = QuarantineManager(store, term, executors, events, verify_clean)
         automation = Automation(config.automation, store, executors, events, quarantines, term)
+        automation_ref.append(automation)
         ctx = ControllerContext(
             config,
             store,

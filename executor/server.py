@@ -13,7 +13,8 @@ the table against the service descriptor, so a new RPC needs a decision):
 * ``recovery``: a catalogue repair (Recover); allowed while quarantined, since it
   is how a quarantined node gets clean. A non-dry-run recovery is fenced: one
   whose ``fence_revision`` is older than the newest fence the node has seen is
-  refused with FAILED_PRECONDITION (fence 0, unfenced, is accepted and logged).
+  refused with FAILED_PRECONDITION, and so is one without a fence (0): only the
+  leading controller changes a node, and it always sends its term's revision.
 * ``quarantine``: ApplyQuarantine, the decision itself; always allowed (fenced in
   :mod:`novaops.executor.quarantine`).
 * ``mutating``: any other change; refused with FAILED_PRECONDITION while the node
@@ -419,6 +420,18 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         except RecoveryError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
+        if not request.dry_run and request.fence_revision <= 0:
+            # Every leader sends its term's revision (the CLI's and the automation's
+            # recoveries alike); a recovery without one comes from no leader.
+            log.warning(
+                "refused unfenced recovery %s from %s", request.action, request.actor or "unknown"
+            )
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"recovery {request.action} refused: no fence_revision (only the leading "
+                "controller may change a node, and it sends its term's revision)",
+            )
+            return
         if not request.dry_run and self.ctx.quarantine is not None:
             try:
                 await self.ctx.quarantine.admit_fence(
@@ -428,12 +441,6 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
                 log.warning("refused recovery from %s: %s", request.actor or "unknown", exc)
                 await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
                 return
-            if request.fence_revision == 0:
-                log.warning(
-                    "unfenced recovery %s from %s accepted (no fence_revision)",
-                    request.action,
-                    request.actor or "unknown",
-                )
         grace = request.grace.ToTimedelta().total_seconds() if request.HasField("grace") else None
         log.info(
             "recovery %s%s requested by %s%s (fence %d): %s",

@@ -92,7 +92,15 @@ async def test_a_stale_fence_is_refused_and_the_newest_survives_a_restart(
         "recovery reconnect-libvirt refused: fence revision 5 is older than 7, the newest "
         "this node has seen (a newer leader has acted on it since)"
     )
+    # No fence at all: not from a leader.
+    with pytest.raises(grpc.aio.AioRpcError) as unfenced:
+        await recover(client, "reconnect-libvirt", 0)
+    assert unfenced.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "no fence_revision" in (unfenced.value.details() or "")
     # A dry run changes nothing: no fence needed, none checked.
+    assert [s.outcome for s in await recover(client, "reconnect-libvirt", 0, dry_run=True)] == [
+        "planned"
+    ]
     planned = await recover(client, "reconnect-libvirt", 5, dry_run=True)
     assert [s.outcome for s in planned] == ["planned"]
     # A quarantine decision of the old leader is as stale as its recovery.
@@ -216,7 +224,7 @@ async def test_heartbeats_carry_the_health_check_verdict(
         assert all(c.status in (3, 4) for c in cheap.checks)  # FAIL or ERROR only
 
         # Repaired: the next runs clear it.
-        assert [s.outcome for s in await recover(client, "terminate-orphans", 0)] == ["done"]
+        assert [s.outcome for s in await recover(client, "terminate-orphans", 1)] == ["done"]
         await wait_until(
             lambda: stand_in.heartbeats[-1].health == common_pb2.HEALTH_STATUS_HEALTHY,
             stand_in.changed,
