@@ -75,11 +75,22 @@ def _automation_config(section: ConfigSection) -> AutomationConfig:
     share = section.float("max_quarantined_share", 0.10)
     if not 0 < share <= 1:
         raise section.error("max_quarantined_share", "a fraction in (0, 1]", share)
+    recovery_timeout = section.int("recovery_timeout_ms", 60_000, minimum=100) / 1000
+    # The policy gives up on a recovery that never reported back after this long; it
+    # must outlast the recovery's own timeout, or a slow success would count as lost.
+    deadline_ms = section.int("recovery_deadline_ms", max(300_000, int(recovery_timeout * 2000)))
+    if deadline_ms < recovery_timeout * 2000:
+        raise section.error(
+            "recovery_deadline_ms",
+            f"at least twice recovery_timeout_ms ({int(recovery_timeout * 2000)})",
+            deadline_ms,
+        )
+    recovery_deadline = deadline_ms / 1000
     return AutomationConfig(
         enabled=section.bool("enabled", True),
         poll_interval=section.int("poll_interval_ms", 10_000, minimum=100) / 1000,
         per_node_timeout=section.int("per_node_timeout_ms", 10_000, minimum=100) / 1000,
-        recovery_timeout=section.int("recovery_timeout_ms", 60_000, minimum=100) / 1000,
+        recovery_timeout=recovery_timeout,
         policy=PolicyConfig(
             failures_before_recovery=section.int("failures_before_recovery", 2, minimum=1),
             max_failed_recoveries=section.int("max_failed_recoveries", 3, minimum=0),
@@ -87,6 +98,9 @@ def _automation_config(section: ConfigSection) -> AutomationConfig:
             max_quarantined_share=share,
             window_seconds=section.float("breaker_window_seconds", 3600.0, minimum=1.0),
             window_limit=section.int("breaker_window_limit", 3, minimum=1),
+            errors_before_failing=section.int("errors_before_failing", 2, minimum=1),
+            recovery_deadline=recovery_deadline,
+            cause_ids_kept=section.int("cause_ids_kept", 20, minimum=1),
         ),
     )
 

@@ -72,3 +72,23 @@ def test_controller_config_defaults(tmp_path: Path) -> None:
     assert config.advertise == "127.0.0.1:7400"
     assert config.store.path == tmp_path.resolve() / "novaops.db"
     assert config.tls.insecure
+
+
+def test_controller_automation_policy_keys(tmp_path: Path) -> None:
+    base = (
+        '[controller]\nname = "ctl-0"\nlisten = "127.0.0.1:7400"\n[tls]\ninsecure = true\n'
+        '[store]\nkind = "embedded"\n[automation]\nrecovery_timeout_ms = 60000\n'
+    )
+    config = ControllerConfig.load(
+        write(tmp_path, base + "errors_before_failing = 4\ncause_ids_kept = 5\n")
+    )
+    policy = config.automation.policy
+    assert (policy.errors_before_failing, policy.cause_ids_kept) == (4, 5)
+    assert policy.recovery_deadline == 300.0
+    path = write(tmp_path, base + "recovery_deadline_ms = 90000\n")
+    with pytest.raises(ConfigError) as info:
+        ControllerConfig.load(path)
+    assert str(info.value) == (
+        f"{path}: key 'automation.recovery_deadline_ms': expected at least twice "
+        "recovery_timeout_ms (120000), got 90000"
+    )
