@@ -316,10 +316,14 @@ def history_table(entries: Sequence[Any]) -> None:
     from rich.table import Table
 
     table = Table(title=f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
-    for column in ("SEQ", "AT", "NODE", "ACTION", "SOURCE", "ACTOR", "REASON"):
+    for column in ("SEQ", "AT", "NODE", "ACTION", "SOURCE", "ACTOR", "REASON", "HOOKS"):
         table.add_column(column)
     for entry in entries:
         action = entry.action + (" (forced)" if entry.forced else "")
+        hooks = entry.hooks or "-"
+        if entry.hooks == "failed":
+            failed = [line for line in entry.hook_results if ": ok" not in line]
+            hooks = "[red]failed[/]: " + escape("; ".join(failed))
         table.add_row(
             str(entry.sequence),
             entry.at or "-",
@@ -328,6 +332,7 @@ def history_table(entries: Sequence[Any]) -> None:
             entry.source,
             entry.actor,
             entry.reason,
+            hooks,
         )
     _console().print(table)
 

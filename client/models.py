@@ -383,6 +383,8 @@ class QuarantineHistoryItem:
     at: str | None
     forced: bool
     event_ids: list[str]
+    hooks: str = ""
+    hook_results: list[str] = field(default_factory=list)
 
     @staticmethod
     def from_proto(entry: common_pb2.QuarantineHistoryEntry) -> QuarantineHistoryItem:
@@ -396,6 +398,8 @@ class QuarantineHistoryItem:
             at=_iso(entry.at, entry.HasField("at")),
             forced=entry.forced,
             event_ids=list(entry.event_ids),
+            hooks=entry.hooks,
+            hook_results=list(entry.hook_results),
         )
 
     def to_json(self) -> dict[str, Any]:

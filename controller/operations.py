@@ -95,6 +95,8 @@ class QuarantineServicer(controller_pb2_grpc.QuarantineServiceServicer):
             details = HistoryDetails.decode(item.details)
             known = set(entry.event_ids)
             entry.event_ids.extend(i for i in details.event_ids if i not in known)
+            entry.hooks = details.hooks
+            entry.hook_results.extend(details.hook_results)
             entries.append(entry)
         if request.limit:
             entries = entries[-request.limit :]

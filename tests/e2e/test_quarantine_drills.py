@@ -241,3 +241,7 @@ def test_a_failing_hook_is_reported_not_swallowed(drills: DevCluster) -> None:
     history = drills.json("quarantine", "history", node)
     assert history[-1]["action"] == "unquarantine"
     assert history[-1]["event_ids"][-2:] == [unquarantine[-1]["id"], failed[-1]["id"]]
+    assert history[-1]["hooks"] == "failed"
+    assert any("scheduler API unreachable" in line for line in history[-1]["hook_results"])
+    table = drills.cli("quarantine", "history", node, "--output", "table")
+    assert "failed" in table.stdout and "30-enable-scheduling" in table.stdout

@@ -353,6 +353,8 @@ class QuarantineHistoryEntry(_message.Message):
         "at",
         "forced",
         "event_ids",
+        "hooks",
+        "hook_results",
     )
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     NODE_FIELD_NUMBER: _ClassVar[int]
@@ -363,6 +365,8 @@ class QuarantineHistoryEntry(_message.Message):
     AT_FIELD_NUMBER: _ClassVar[int]
     FORCED_FIELD_NUMBER: _ClassVar[int]
     EVENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    HOOKS_FIELD_NUMBER: _ClassVar[int]
+    HOOK_RESULTS_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     node: str
     action: str
@@ -372,6 +376,8 @@ class QuarantineHistoryEntry(_message.Message):
     at: _timestamp_pb2.Timestamp
     forced: bool
     event_ids: _containers.RepeatedScalarFieldContainer[str]
+    hooks: str
+    hook_results: _containers.RepeatedScalarFieldContainer[str]
     def __init__(
         self,
         sequence: _Optional[int] = ...,
@@ -383,4 +389,6 @@ class QuarantineHistoryEntry(_message.Message):
         at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         forced: _Optional[bool] = ...,
         event_ids: _Optional[_Iterable[str]] = ...,
+        hooks: _Optional[str] = ...,
+        hook_results: _Optional[_Iterable[str]] = ...,
     ) -> None: ...
