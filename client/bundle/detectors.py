@@ -5,7 +5,10 @@ the executor's :class:`~novaops.executor.redact.Redactor` replaces what these
 detectors find, and ``validate`` reports anything they still find in a bundle.
 It lives in the client package because the client may not import the executor
 (``tests/unit/test_boundaries.py``), while the executor may import the client.
-It is pure (stdlib ``re`` and ``ipaddress`` only) and has no state.
+It is pure (stdlib ``re`` and ``ipaddress`` only). The secret detectors are
+here; the identifier kinds (``--scrub``) are in
+:mod:`novaops.client.bundle.identifiers` and re-exported here, so this module
+stays the one place callers import from.
 
 What callers may rely on:
 
@@ -21,29 +24,56 @@ What callers may rely on:
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+
+from novaops.client.bundle.hits import Hit
+from novaops.client.bundle.identifiers import (
+    IDENTIFIER_KINDS,
+    PSEUDO_DOMAIN_PREFIX,
+    PSEUDO_HEX_LEN,
+    PSEUDO_HOST_PREFIX,
+    PSEUDO_IPV4_NET,
+    PSEUDO_IPV6_NET,
+    PSEUDO_MAC_PREFIX,
+    PSEUDO_TLD,
+    PSEUDO_USER_PREFIX,
+    SYSTEM_USERS,
+    IdentifierDetector,
+    is_exempt,
+    is_pseudonym,
+    normalize_mac,
+)
+
+__all__ = [
+    "IDENTIFIER_KINDS",
+    "MARKER_PREFIX",
+    "PEM_BEGIN_RE",
+    "PEM_END_RE",
+    "PSEUDO_DOMAIN_PREFIX",
+    "PSEUDO_HEX_LEN",
+    "PSEUDO_HOST_PREFIX",
+    "PSEUDO_IPV4_NET",
+    "PSEUDO_IPV6_NET",
+    "PSEUDO_MAC_PREFIX",
+    "PSEUDO_TLD",
+    "PSEUDO_USER_PREFIX",
+    "SECRET_KINDS",
+    "SYSTEM_USERS",
+    "Hit",
+    "IdentifierDetector",
+    "find_secrets",
+    "find_secrets_in",
+    "is_exempt",
+    "is_marker",
+    "is_pseudonym",
+    "marker",
+    "normalize_mac",
+    "secret_kind_for_key",
+    "secret_lines",
+]
 
 MARKER_PREFIX = "[REDACTED:"
-_MARKER_RE = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
-
-# Pseudonym shapes. The executor renders pseudonyms inside these ranges and the
-# detectors treat anything inside them as already redacted. Each range is
-# reserved, so a real host value almost never falls into it:
-# 198.18.0.0/15 is for benchmarking (RFC 2544), 2001:db8::/32 for documentation
-# (RFC 3849), 0a:4e:4f is a locally administered MAC prefix ("NO"), and the
-# .example TLD is reserved (RFC 2606).
-PSEUDO_IPV4_NET = ipaddress.IPv4Network("198.18.0.0/15")
-PSEUDO_IPV6_NET = ipaddress.IPv6Network("2001:db8::/32")
-PSEUDO_MAC_PREFIX = "0a:4e:4f"
-PSEUDO_HEX_LEN = 8
-PSEUDO_HOST_PREFIX = "host-"
-PSEUDO_DOMAIN_PREFIX = "domain-"
-PSEUDO_USER_PREFIX = "user-"
-PSEUDO_TLD = "example"
 
 SECRET_KINDS = frozenset(
     {
@@ -68,16 +98,6 @@ SECRET_KINDS = frozenset(
         "credential",
     }
 )
-IDENTIFIER_KINDS = frozenset({"ipv4", "ipv6", "mac", "hostname", "domain", "username", "email"})
-
-
-@dataclass(frozen=True, slots=True)
-class Hit:
-    """A sensitive value found in one line: its kind and its [start, end) span."""
-
-    kind: str
-    start: int
-    end: int
 
 
 def marker(kind: str) -> str:
@@ -303,6 +323,12 @@ _TOKEN_GATES: dict[str, tuple[str, ...]] = {
     "api_key": ("k_live_", "k_test_"),
 }
 _KV_HINTS = ("pass", "pw", "secret", "token", "key", "auth", "cred", "cookie", "sess", "sig")
+# Every token gate at once: most lines hold none, and one search says so.
+_TOKEN_GATE_RE = re.compile(
+    "|".join(re.escape(gate) for gates in _TOKEN_GATES.values() for gate in gates)
+)
+_TOKEN_KIND_OF_GATE = {gate: kind for kind, gates in _TOKEN_GATES.items() for gate in gates}
+_TOKEN_PATTERN_OF_KIND = dict(_TOKEN_PATTERNS)
 
 
 def find_secrets(line: str) -> list[Hit]:
@@ -317,9 +343,9 @@ def find_secrets(line: str) -> list[Hit]:
         if begin:
             end = PEM_END_RE.search(line, begin.end())
             hits.append(Hit("private_key", begin.start(), end.end() if end else len(line.rstrip())))
-    for kind, pattern in _TOKEN_PATTERNS:
-        if any(gate in line for gate in _TOKEN_GATES[kind]):
-            hits.extend(Hit(kind, *m.span()) for m in pattern.finditer(line))
+    token_kinds = {_TOKEN_KIND_OF_GATE[m.group()] for m in _TOKEN_GATE_RE.finditer(line)}
+    for kind in sorted(token_kinds):
+        hits.extend(Hit(kind, *m.span()) for m in _TOKEN_PATTERN_OF_KIND[kind].finditer(line))
     if "://" in line:
         for m in _URL_CREDS_RE.finditer(line):
             if m.group("v") and not is_marker(m.group("v")):
@@ -378,12 +404,11 @@ _LOWER_GATE_SOURCES = (
     rf"p(?:(?:ass|w){_KT}|(?<=[\w-]p)assw(?:or)?d{_FT})",
     rf"s(?:ecret(?:,|{_KT})|(?:ess|ig){_KT}|(?<=[\w-]s)ecret{_FT})",
     rf"token(?:{_KT}|(?<=[\w-]token){_FT})",
-    rf"key(?:{_KT}|(?<=[\w-]apikey){_FT}|(?<=[\w-]api-key){_FT})",
+    rf"k(?:ey(?:{_KT}|(?<=[\w-]apikey){_FT}|(?<=[\w-]api-key){_FT})|_(?:live|test)_)",
     rf"auth{_KT}",
     rf"c(?:red|ookie){_KT}",
     r"bearer\s",
-    r"://[^\s:/@]+:\S*@",
-    r"hooks\.slack\.com/",
+    r"://(?:[^\s:/@]+:\S*@|hooks\.slack\.com/)",
     r"-----begin",
 )
 _LOWER_GATES = tuple(re.compile(source) for source in _LOWER_GATE_SOURCES)
@@ -395,7 +420,6 @@ _CASED_GATES = tuple(
         r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|BIA|CCA|Iza)",
         r"g(?:h[pousr]_|ithub_pat_|lpat-|AAAAA)",
         r"xox[abposr]-",
-        r"k_(?:live|test)_",
     )
 )
 
@@ -438,455 +462,3 @@ def _non_overlapping(hits: Iterable[Hit]) -> list[Hit]:
             continue
         kept.append(hit)
     return kept
-
-
-# ----------------------------------------------------------------------- identifiers
-
-# Top-level domains that make a dotted word a host name. A closed list: open
-# matching (any ``a.b``) would turn every ``module.function`` and ``file.log``
-# into a "domain".
-_TLDS = (
-    "com|net|org|edu|gov|mil|int|io|co|uk|de|fr|nl|eu|us|ca|au|jp|cn|ru|ch|se|be|at|pl|"
-    "it|es|br|in|info|biz|cloud|dev|app|tech|online|site|xyz|"
-    "local|lan|internal|intra|intranet|corp|home|localdomain|private|priv"
-)
-# Public project and vendor domains that identify software, not the customer.
-_PUBLIC_DOMAINS = (
-    "libvirt.org",
-    "qemu.org",
-    "qemu-project.org",
-    "kernel.org",
-    "debian.org",
-    "ubuntu.com",
-    "canonical.com",
-    "redhat.com",
-    "fedoraproject.org",
-    "centos.org",
-    "python.org",
-    "openstack.org",
-    "opendev.org",
-    "launchpad.net",
-    "github.com",
-    "gitlab.com",
-    "docker.io",
-    "docker.com",
-    "kubernetes.io",
-    "k8s.io",
-    "freedesktop.org",
-    "gnu.org",
-    "systemd.io",
-    "example.com",
-    "example.net",
-    "example.org",
-)
-_RESERVED_TLDS = ("example", "test", "invalid", "localhost")
-# Service and system accounts: not personal data, and useful when debugging.
-SYSTEM_USERS = frozenset(
-    {
-        "root",
-        "nobody",
-        "daemon",
-        "bin",
-        "sys",
-        "adm",
-        "admin",
-        "administrator",
-        "nova",
-        "qemu",
-        "libvirt",
-        "libvirt-qemu",
-        "libvirt-dnsmasq",
-        "www-data",
-        "syslog",
-        "messagebus",
-        "sshd",
-        "polkitd",
-        "unknown",
-        "none",
-        "null",
-        "invalid",
-        "user",
-        "guest",
-        "ubuntu",
-        "debian",
-        "centos",
-        "ec2-user",
-        "cloud-user",
-        "novaops",
-    }
-)
-_LOCAL_HOSTS = frozenset({"localhost", "localhost.localdomain", "ip6-localhost", "ip6-loopback"})
-
-_USER = r"[A-Za-z_][A-Za-z0-9_.-]{0,31}"
-_PSEUDO_HEX = f"[0-9a-f]{{{PSEUDO_HEX_LEN}}}"
-_PSEUDO_USER_RE = re.compile(PSEUDO_USER_PREFIX + _PSEUDO_HEX)
-_PSEUDO_HOST_RE = re.compile(PSEUDO_HOST_PREFIX + _PSEUDO_HEX)
-
-
-def normalize_mac(value: str) -> str:
-    return value.lower().replace("-", ":")
-
-
-def is_pseudonym(kind: str, value: str) -> bool:
-    """True when value has the shape of a pseudonym of this kind."""
-    try:
-        if kind == "ipv4":
-            return ipaddress.IPv4Address(value) in PSEUDO_IPV4_NET
-        if kind == "ipv6":
-            return ipaddress.IPv6Address(value.split("%")[0]) in PSEUDO_IPV6_NET
-    except ValueError:
-        return False
-    if kind == "mac":
-        return normalize_mac(value).startswith(PSEUDO_MAC_PREFIX + ":")
-    if kind == "username":
-        return _PSEUDO_USER_RE.fullmatch(value) is not None
-    if kind in ("hostname", "domain"):
-        return value.lower().endswith("." + PSEUDO_TLD) or bool(_PSEUDO_HOST_RE.fullmatch(value))
-    if kind == "email":
-        local, _, domain = value.rpartition("@")
-        return is_pseudonym("username", local) and is_pseudonym("domain", domain)
-    return False
-
-
-def _is_netmask(address: ipaddress.IPv4Address) -> bool:
-    bits = int(address)
-    inverted = ~bits & 0xFFFFFFFF
-    return bits != 0 and (inverted & (inverted + 1)) == 0
-
-
-def is_exempt(kind: str, value: str) -> bool:
-    """True for values that are not identifiers and stay as they are (ADR 0003)."""
-    if kind == "ipv4":
-        v4 = ipaddress.IPv4Address(value)
-        return (
-            v4.is_loopback
-            or v4.is_multicast
-            or int(v4) >> 24 == 0
-            or _is_netmask(v4)
-            or str(v4) == "169.254.169.254"
-        )
-    if kind == "ipv6":
-        v6 = ipaddress.IPv6Address(value.split("%")[0])
-        return v6.is_loopback or v6.is_unspecified or v6.is_multicast
-    if kind == "mac":
-        first = int(value[:2], 16)
-        return bool(first & 1) or normalize_mac(value) == "00:00:00:00:00:00"
-    if kind in ("hostname", "domain"):
-        name = value.lower().rstrip(".")
-        return (
-            name in _LOCAL_HOSTS
-            or name.rsplit(".", 1)[-1] in _RESERVED_TLDS
-            or any(name == d or name.endswith("." + d) for d in _PUBLIC_DOMAINS)
-        )
-    if kind == "username":
-        return value in SYSTEM_USERS or value.startswith("systemd-")
-    if kind == "email":
-        return is_exempt("domain", value.rpartition("@")[2])
-    return False
-
-
-class IdentifierDetector:
-    """Finds identifiers (``--scrub`` kinds) in lines of text.
-
-    known_users and known_hosts are literal names learnt from the host (its
-    /etc/passwd and /etc/hostname): they are found wherever they appear as a
-    whole word, in addition to the contextual patterns (``user=``, ``/home/x``,
-    ``for user x``, FQDNs with a known top-level domain). extra_exempt_users are
-    accounts that are never reported (system accounts of this host).
-
-    :meth:`find_in` scans a whole block of lines at once: each family of
-    identifier has a cheap gate (a regex starting with a literal, run over the
-    block in C) that picks the few lines where the family's own pattern can
-    match; overlaps between families are resolved as one alternation would
-    (leftmost first, then family order). :meth:`find` is the same on one line.
-    """
-
-    def __init__(
-        self,
-        *,
-        known_users: Iterable[str] = (),
-        known_hosts: Iterable[str] = (),
-        extra_exempt_users: Iterable[str] = (),
-    ) -> None:
-        self._exempt_users = frozenset(extra_exempt_users)
-        users = {u for u in known_users if len(u) >= 3 and not self._user_exempt(u)}
-        hosts = {h.lower() for h in known_hosts if len(h) >= 3 and not is_exempt("hostname", h)}
-        self._known_users = _known_names_re(users)
-        self._known_hosts = _known_names_re(hosts)
-        self._cache: dict[tuple[int, str], str | None] = {}
-
-    def _user_exempt(self, user: str) -> bool:
-        return user in self._exempt_users or is_exempt("username", user)
-
-    def find(self, line: str) -> list[Hit]:
-        """Identifiers in one line that are neither exempt nor pseudonyms."""
-        return self.find_in(line)
-
-    def find_in(self, text: str) -> list[Hit]:
-        """Identifiers in a block of lines (``\n``-separated), in order, not overlapping."""
-        low = text.lower()
-        if len(low) != len(text):  # a few characters change length when lowered
-            return [h for line_hits in self._by_line(text) for h in line_hits]
-        spans: list[tuple[int, int, int, str]] = []  # start, family, end, value
-        if self._known_users is not None:
-            for m in self._known_users.finditer(text):
-                spans.append((m.start("v"), _F_KNOWN_USER, m.end("v"), m.group("v")))
-        if self._known_hosts is not None:
-            for m in self._known_hosts.finditer(low):
-                start, end = m.span("v")
-                spans.append((start, _F_KNOWN_HOST, end, text[start:end]))
-        for family, pattern in _DIRECT_FAMILIES:
-            for m in pattern.finditer(text):
-                spans.append((m.start("v"), family, m.end("v"), m.group("v")))
-        for family, pattern, gates, lowered in _GATED_FAMILIES:
-            target = low if lowered else text
-            positions = [m.start() for gate in gates for m in gate.finditer(target)]
-            if not positions:
-                continue
-            for line_start, line_end in _lines_at(text, positions):
-                for m in pattern.finditer(text, line_start, line_end):
-                    spans.append((m.start("v"), family, m.end("v"), m.group("v")))
-        if not spans:
-            return []
-        spans.sort()
-        hits: list[Hit] = []
-        taken = -1
-        for start, family, end, value in spans:
-            if start < taken:
-                continue
-            taken = end
-            kind = self._kind(family, value)
-            if kind is None:
-                continue
-            if family in _USER_FAMILIES:
-                end = start + len(value.rstrip(".-"))
-            hits.append(Hit(kind, start, end))
-        return hits
-
-    def _by_line(self, text: str) -> list[list[Hit]]:
-        found: list[list[Hit]] = []
-        offset = 0
-        for line in text.split("\n"):
-            hits = self.find_in(line) if len(line.lower()) == len(line) else self._slow(line)
-            found.append([Hit(h.kind, h.start + offset, h.end + offset) for h in hits])
-            offset += len(line) + 1
-        return found
-
-    def _slow(self, line: str) -> list[Hit]:
-        # Lines whose lowercase has another length: every family on the whole line.
-        spans: list[tuple[int, int, int, str]] = []
-        if self._known_users is not None:
-            for m in self._known_users.finditer(line):
-                spans.append((m.start("v"), _F_KNOWN_USER, m.end("v"), m.group("v")))
-        if self._known_hosts is not None:
-            for m in self._known_hosts_i.finditer(line):
-                spans.append((m.start("v"), _F_KNOWN_HOST, m.end("v"), m.group("v")))
-        for family, pattern in _DIRECT_FAMILIES:
-            for m in pattern.finditer(line):
-                spans.append((m.start("v"), family, m.end("v"), m.group("v")))
-        for family, pattern, _, _ in _GATED_FAMILIES:
-            for m in pattern.finditer(line):
-                spans.append((m.start("v"), family, m.end("v"), m.group("v")))
-        spans.sort()
-        hits: list[Hit] = []
-        taken = -1
-        for start, family, end, value in spans:
-            if start < taken:
-                continue
-            taken = end
-            kind = self._kind(family, value)
-            if kind is not None:
-                if family in _USER_FAMILIES:
-                    end = start + len(value.rstrip(".-"))
-                hits.append(Hit(kind, start, end))
-        return hits
-
-    @property
-    def _known_hosts_i(self) -> re.Pattern[str]:
-        assert self._known_hosts is not None
-        return re.compile(self._known_hosts.pattern, re.IGNORECASE)
-
-    def _kind(self, family: int, value: str) -> str | None:
-        """The kind of a family's match, None when exempt or a pseudonym (cached)."""
-        key = (family, value)
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
-        kind = self._classify(family, value)
-        if len(self._cache) > _CACHE_LIMIT:
-            self._cache.clear()
-        self._cache[key] = kind
-        return kind
-
-    def _classify(self, family: int, value: str) -> str | None:
-        if family in _USER_FAMILIES:
-            value = value.rstrip(".-")
-            if self._user_exempt(value) or is_pseudonym("username", value):
-                return None
-            return "username"
-        kind = _FAMILY_KINDS[family]
-        if kind == "fqdn":
-            kind = "hostname" if value.count(".") >= 2 else "domain"
-        if kind == "ipv6" and not _valid_ipv6(value):
-            return None
-        if is_exempt(kind, value) or is_pseudonym(kind, value):
-            return None
-        return kind
-
-
-def _lines_at(text: str, positions: list[int]) -> list[tuple[int, int]]:
-    """The [start, end) of every line holding one of positions (end excludes the newline)."""
-    lines: list[tuple[int, int]] = []
-    end = -1
-    for position in sorted(positions):
-        if position <= end:
-            continue
-        start = text.rfind("\n", 0, position) + 1
-        end = text.find("\n", position)
-        if end < 0:
-            end = len(text)
-        lines.append((start, end))
-    return lines
-
-
-def _trie(words: Iterable[str]) -> dict[str, Any]:
-    root: dict[str, Any] = {}
-    for word in words:
-        node = root
-        for char in word:
-            node = node.setdefault(char, {})
-        node[""] = {}
-    return root
-
-
-def _trie_source(node: dict[str, Any]) -> str:
-    # Longer continuations first, then the end of a word: the same preference as
-    # an alternation of the words sorted longest first.
-    alternatives = [re.escape(char) + _trie_source(node[char]) for char in sorted(node) if char]
-    if "" in node:
-        alternatives.append("")
-    if len(alternatives) == 1:
-        return alternatives[0]
-    return "(?:" + "|".join(alternatives) + ")"
-
-
-def _known_names_re(names: Iterable[str]) -> re.Pattern[str] | None:
-    """Whole-word names (not inside a path, a dotted word or a longer name), as a trie.
-
-    Each top-level branch starts with its literal first character and checks the
-    character before it afterwards, so the regex engine can skip fast to the
-    characters that start a name.
-    """
-    trie = _trie(names)
-    if not trie:
-        return None
-    branches = [
-        f"{re.escape(char)}(?<![\\w./-]{re.escape(char)}){_trie_source(trie[char])}"
-        for char in sorted(trie)
-        if char
-    ]
-    return re.compile(rf"(?P<v>(?:{'|'.join(branches)}))(?![\w/-])")
-
-
-_F_KNOWN_USER, _F_KNOWN_HOST, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER = range(7)
-_USER_FAMILIES = frozenset(
-    {_F_KNOWN_USER, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER}
-)
-_F_EMAIL, _F_MAC, _F_IPV6, _F_IPV4, _F_FQDN = range(7, 12)
-# Family order = precedence on overlaps (known names, then the contextual user
-# names, then shapes). The e-mail family sorts after the user names but its
-# match starts before any user name inside it, so it wins where it matters.
-_FAMILY_KINDS = {
-    _F_KNOWN_HOST: "hostname",
-    _F_EMAIL: "email",
-    _F_MAC: "mac",
-    _F_IPV6: "ipv6",
-    _F_IPV4: "ipv4",
-    _F_FQDN: "fqdn",
-}
-_DIRECT_FAMILIES: tuple[tuple[int, re.Pattern[str]], ...] = (
-    (_F_URL_USER, re.compile(r"://(?P<v>[A-Za-z0-9._%+-]+)(?=(?::[^\s@/]*)?@)")),
-    (_F_HOME, re.compile(r"/home/(?P<v>" + _USER + r")")),
-)
-_HEX = "[0-9a-f]"
-_GATED_FAMILIES: tuple[tuple[int, re.Pattern[str], tuple[re.Pattern[str], ...], bool], ...] = (
-    (
-        _F_USER_KV,
-        re.compile(
-            r"(?i:\b(?:user|username|user_name|login|owner|ruser|euser|acct)\b)[\"']?[ \t]*"
-            r"[=:][ \t]*[\"']?(?P<v>" + _USER + r")"
-        ),
-        tuple(
-            re.compile(word + r"\b[\"']?[ \t]*[=:]")
-            for word in ("user(?:_?name)?", "login", "owner", "acct")
-        ),
-        True,
-    ),
-    (
-        _F_FOR_USER,
-        re.compile(r"(?i:\bfor (?:invalid |illegal )?user )[\"']?(?P<v>" + _USER + r")"),
-        (re.compile(r"for (?:invalid |illegal )?user "),),
-        True,
-    ),
-    (
-        _F_SSH_USER,
-        re.compile(r"(?i:\b(?:accepted|failed) [a-z-]+ for )(?P<v>" + _USER + r")(?= from )"),
-        (re.compile(r"accepted [a-z-]+ for "), re.compile(r"failed [a-z-]+ for ")),
-        True,
-    ),
-    (
-        _F_EMAIL,
-        re.compile(
-            r"(?<![\w.%+-])(?P<v>[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})(?![\w-])"
-        ),
-        (re.compile("@"),),
-        False,
-    ),
-    (
-        _F_MAC,
-        re.compile(
-            r"(?<![\w.-])(?P<v>[0-9A-Fa-f]{2}(?P<macsep>[:-])(?:[0-9A-Fa-f]{2}(?P=macsep)){4}"
-            r"[0-9A-Fa-f]{2})(?![\w]|[:-][0-9A-Fa-f:])"
-        ),
-        (re.compile(f":(?:{_HEX}{{2}}:){{4}}"), re.compile(f"-(?:{_HEX}{{2}}-){{4}}")),
-        True,
-    ),
-    (
-        _F_IPV6,
-        re.compile(
-            r"(?<![\w:.])(?P<v>(?:[0-9A-Fa-f]{0,4}:){2,7}"
-            r"(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{1,4})?)(?:%[\w.-]+)?(?![\w:])"
-        ),
-        (re.compile(f":(?::|(?:{_HEX}{{1,4}}:){{6}})"),),
-        True,
-    ),
-    (
-        _F_IPV4,
-        re.compile(
-            r"(?<![\w.])(?P<v>(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-            r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d))(?![\w]|\.\d)"
-        ),
-        (re.compile(r"\.\d{1,3}\.\d{1,3}\.\d"),),
-        False,
-    ),
-    (
-        _F_FQDN,
-        re.compile(
-            r"(?<![\w.-])(?P<v>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+"
-            r"(?i:" + _TLDS + r"))(?![\w-]|\.[A-Za-z0-9])"
-        ),
-        (re.compile(r"\." + _trie_source(_trie(_TLDS.split("|"))) + r"(?![\w-]|\.[a-z0-9])"),),
-        True,
-    ),
-)
-
-
-def _valid_ipv6(value: str) -> bool:
-    # The candidate pattern is loose (it also matches clock times such as
-    # 12:34:56); only a parseable address with at least 3 groups or a "::" counts.
-    try:
-        ipaddress.IPv6Address(value)
-    except ValueError:
-        return False
-    return "::" in value or value.count(":") == 7

@@ -84,7 +84,6 @@ class Redactor:
             else None
         )
         self._counts: Counter[str] = Counter()
-        self._pseudonyms: dict[tuple[str, str], str] = {}
         self._max_line = max_line
         self._block_size = max(block_size, 1)
 
@@ -180,40 +179,28 @@ class Redactor:
     def _redact_lines_block(self, text: str) -> str:
         if not text:
             return text
-        text = self._replace(text, find_secrets_in(text), pseudonymize=False)
+        text = self._mark_secrets(text, find_secrets_in(text))
         if self._identifiers is not None:
-            text = self._replace(text, self._identifiers.find_in(text), pseudonymize=True)
+            text = self._pseudonymize(text, self._identifiers)
         return text
 
-    def _replace(self, text: str, hits: list[Hit], *, pseudonymize: bool) -> str:
+    def _mark_secrets(self, text: str, hits: list[Hit]) -> str:
         if not hits:
             return text
         pieces: list[str] = []
         position = 0
-        counts = self._counts
-        cache = self._pseudonyms
         for hit in hits:
-            kind = hit.kind
             pieces.append(text[position : hit.start])
-            if pseudonymize:
-                value = text[hit.start : hit.end]
-                key = (kind, value)
-                replacement = cache.get(key)
-                if replacement is None:
-                    replacement = self._maps.pseudonym(kind, value)
-                    if len(cache) > _PSEUDONYM_CACHE:
-                        cache.clear()
-                    cache[key] = replacement
-                pieces.append(replacement)
-            else:
-                pieces.append(marker(kind))
-            counts[kind] += 1
+            pieces.append(marker(hit.kind))
             position = hit.end
         pieces.append(text[position:])
+        self._counts.update(hit.kind for hit in hits)
         return "".join(pieces)
 
-
-_PSEUDONYM_CACHE = 1 << 18
+    def _pseudonymize(self, text: str, identifiers: IdentifierDetector) -> str:
+        text, kinds = identifiers.substitute(text, self._maps.pseudonym)
+        self._counts.update(kinds)
+        return text
 
 
 class _PemState:

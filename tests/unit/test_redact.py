@@ -373,3 +373,75 @@ def test_line_gates_cover_every_secret(lines: list[str]) -> None:
     for line in lines:
         if find_secrets(line):
             assert line in gated, line
+
+
+# ------------------------------------------------- fast scan == reference scan
+
+# Fragments that make every family's gates fire, and their edge cases: runs of
+# hex and colons, dotted digits, names glued to punctuation, known names in
+# other cases, zones, embedded IPv4, long runs, and non-ASCII characters.
+_FRAGMENTS = [
+    *"0123456789abcdefABCDEFxyzXYZ_-.:@/%+=\"'()[]<>,;| \t\n",
+    *("::", ":::", "ff:", "fe80", "::ffff:", "%br0", "52:54:00:", "aa-bb-cc-dd-ee-ff"),
+    *("10.", "1.2.3.4", "255.", "256.", "099.", ".com", ".Com", ".lan", ".io", ".co", ".example"),
+    *("acme", "host-", "hv-01", "HV-01", "Alice", "alice", "alice.w", "bob_ops", "carol"),
+    *("for user ", "for invalid user ", "Accepted password for ", "failed publickey for "),
+    *(" from ", "user=", "USER: ", "login=", "owner='", "acct=", "://", "://u:p@", "/home/"),
+    *("x@acme.com", "@@", "\u00e9", "\u0130", "\u212a", "\u017f", "\u2028", "\x00"),
+]
+_scan_text = st.lists(st.sampled_from(_FRAGMENTS), max_size=40).map("".join)
+_detector = IdentifierDetector(
+    known_users=["alice", "alice.w", "bob_ops", "carol", "opsadmin", "a+b"],
+    known_hosts=["hv-01", "hv-01.acme.lan", "ctl1", "acme"],
+    extra_exempt_users=["daemon"],
+)
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scan_text)
+def test_fast_scan_finds_what_the_reference_finds(text: str) -> None:
+    assert _detector.spans(text) == _detector.reference_spans(text)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_scan_text, min_size=1, max_size=8))
+def test_fast_scan_of_a_block_is_the_scan_of_its_lines(lines: list[str]) -> None:
+    lines = [line.replace("\n", " ") for line in lines]
+    text = "\n".join(lines)
+    by_line = []
+    offset = 0
+    for line in lines:
+        by_line += [(s + offset, e + offset, k, v) for s, e, k, v in _detector.spans(line)]
+        offset += len(line) + 1
+    assert _detector.spans(text) == by_line
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scan_text)
+def test_substitute_replaces_exactly_the_spans(text: str) -> None:
+    def render(kind: str, value: str) -> str:
+        return f"<{kind}:{len(value)}>"
+
+    expected, position = [], 0
+    for start, end, kind, value in _detector.spans(text):
+        expected += [text[position:start], render(kind, value)]
+        position = end
+    expected.append(text[position:])
+    assert _detector.substitute(text, render) == (
+        "".join(expected),
+        [kind for _, _, kind, _ in _detector.spans(text)],
+    )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Runs longer than the back-scan windows, with gates all along them.
+        "x " + "a1." * 200 + "acme.com",
+        " " + "ab:" * 300 + ":1 and fe80::1",
+        "y " + "a" * 300 + "@acme.com " + "b." * 150 + "@x.io",
+        "m " + "aa:" * 40 + "bb",
+    ],
+)
+def test_fast_scan_handles_long_runs(text: str) -> None:
+    assert _detector.spans(text) == _detector.reference_spans(text)
