@@ -1,7 +1,9 @@
 """Streaming a large node bundle keeps memory flat (issue 4: 1 GB from one node).
 
 A generated hypervisor log tree (``NOVAOPS_BUNDLE_MEMORY_MB``, default 48 MiB so
-the suite stays quick; the 1 GB run is in ``bench/bundles.py``) goes through the
+the suite stays quick; 1 GiB through real processes and gRPC is
+``tests/e2e/test_bundle_streaming_memory.py``, and the benchmark is in
+``bench/bundles.py``) goes through the
 real :class:`NodeBundleBuilder` (default rules, two redaction workers) and the
 client's :class:`BundleWriter` writing a ``.tar.zst``, in this process. A
 thread samples this process's RSS; its growth must stay under a bound that does
