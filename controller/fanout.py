@@ -87,9 +87,13 @@ async def fan_out(
     overall: float,
     skip_down: bool = True,
     now: Callable[[], float] = time.monotonic,
+    queue_size: int = QUEUE_SIZE,
 ) -> AsyncIterator[NodeOutcome[T]]:
-    """Call every target concurrently and yield outcomes in arrival order."""
-    queue: asyncio.Queue[NodeOutcome[T] | _Done] = asyncio.Queue(QUEUE_SIZE)
+    """Call every target concurrently and yield outcomes in arrival order.
+
+    At most ``queue_size`` results wait for the reader (plus one per node being
+    put); big items such as bundle chunks want a small queue."""
+    queue: asyncio.Queue[NodeOutcome[T] | _Done] = asyncio.Queue(queue_size)
     overall_deadline = now() + overall
     finished: set[str] = set()  # nodes whose completion marker was consumed
 

@@ -31,6 +31,7 @@ from novaops.controller.context import (
 )
 from novaops.controller.executors import select_targets
 from novaops.controller.fanout import (
+    QUEUE_SIZE,
     FanoutTarget,
     NodeCall,
     NodeOutcome,
@@ -47,6 +48,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 BUNDLE_NODE_DEADLINE_MS = 10 * 60 * 1000
+BUNDLE_QUEUE_CHUNKS = 8
 BUNDLE_OVERALL_DEADLINE_MS = 15 * 60 * 1000
 NO_REASON = "no reason given"
 
@@ -72,6 +74,7 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         selector: common_pb2.NodeSelector,
         deadlines: common_pb2.FanoutDeadlines,
         call: NodeCall[T],
+        queue_size: int = QUEUE_SIZE,
     ) -> AsyncIterator[NodeOutcome[T]]:
         try:
             records = await self.ctx.store.list_nodes()
@@ -82,7 +85,9 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             yield NodeOutcome(error.node, error=error)
         per_node = (deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
         overall = (deadlines.overall_ms or self.ctx.config.overall_ms) / 1000
-        async for outcome in fan_out(targets, call, per_node=per_node, overall=overall):
+        async for outcome in fan_out(
+            targets, call, per_node=per_node, overall=overall, queue_size=queue_size
+        ):
             yield outcome
 
     async def _leader_term(self, context: AioContext, what: str) -> LeaderTerm:
@@ -438,7 +443,11 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             per_node_ms=request.deadlines.per_node_ms or BUNDLE_NODE_DEADLINE_MS,
             overall_ms=request.deadlines.overall_ms or BUNDLE_OVERALL_DEADLINE_MS,
         )
-        async for outcome in self._fan_out(context, request.selector, deadlines, call):
+        # Chunks are up to 256 KiB: a few in the queue keep every node's stream
+        # moving without the controller holding megabytes per bundle.
+        async for outcome in self._fan_out(
+            context, request.selector, deadlines, call, queue_size=BUNDLE_QUEUE_CHUNKS
+        ):
             if outcome.error is not None:
                 failed.add(outcome.node)
                 yield controller_pb2.FleetBundleChunk(error=outcome.error)

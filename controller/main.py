@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
-from novaops.client.daemon import listen_problem, setup_logging
+from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_logging
 from novaops.client.tls import server_credentials
 from novaops.controller.automation import Automation, verify_clean_on
 from novaops.controller.config import ControllerConfig
@@ -212,6 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="controller TOML file")
     parser.add_argument("--version", action="version", version=package_version("novaops"))
     args = parser.parse_args(argv)
+    limit_malloc_arenas()
     try:
         config = ControllerConfig.load(Path(args.config))
     except ConfigError as exc:

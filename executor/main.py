@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
-from novaops.client.daemon import listen_problem, setup_logging
+from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_logging
 from novaops.client.tls import server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="executor TOML file")
     parser.add_argument("--version", action="version", version=novaops_version())
     args = parser.parse_args(argv)
+    limit_malloc_arenas()
     try:
         config = ExecutorConfig.load(Path(args.config))
         setup_logging(config.log_file)
