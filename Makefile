@@ -20,7 +20,7 @@ install: $(STAMP)
 
 # A 3-node simulated cluster on the embedded store, then the cluster view.
 demo: install
-	-$(BIN)/novaops dev down --state-dir $(STATE_DIR) >/dev/null 2>&1
+	@$(BIN)/novaops dev down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true  # a cluster left from an earlier demo
 	$(BIN)/novaops dev up --nodes $(NODES) --state-dir $(STATE_DIR) --detach
 	$(BIN)/novaops --config $(STATE_DIR)/client.toml cluster status
 	$(BIN)/novaops --config $(STATE_DIR)/client.toml node list
@@ -49,5 +49,5 @@ bench: install
 	$(BIN)/python bench/run.py
 
 clean:
-	-$(BIN)/novaops dev down --state-dir $(STATE_DIR) >/dev/null 2>&1
+	@$(BIN)/novaops dev down --state-dir $(STATE_DIR) >/dev/null 2>&1 || true
 	rm -rf $(VENV) build *.egg-info
