@@ -202,8 +202,19 @@ class NodeQuarantine:
                 )
                 return ApplyResult(current.quarantined, changed=False, stale=True)
             if current.quarantined == quarantined:
-                # A repeat. Hooks left pending by a crash mid-change run now.
+                # A repeat. The newest decision's record wins (an operator taking
+                # over an automatic quarantine changes source, actor and reason),
+                # without running the hooks again; hooks left pending by a crash
+                # mid-change run now.
                 updated = replace(current, fence_revision=fence_revision)
+                if quarantined and fence_revision >= current.fence_revision and reason:
+                    updated = replace(
+                        updated,
+                        reason=reason,
+                        actor=actor,
+                        source=source,
+                        since=since or current.since,
+                    )
                 if updated != current:
                     await asyncio.to_thread(self._save, updated)
                 if not current.hooks_pending:

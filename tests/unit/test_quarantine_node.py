@@ -81,10 +81,18 @@ async def test_repeat_is_idempotent_and_runs_no_hooks(state_dir: Path, tmp_path:
     q = NodeQuarantine(state_dir, "n1")
     first = await q.apply(True, "r", "a", "auto", 3)
     again = await q.apply(True, "r", "a", "auto", 3)
-    later = await q.apply(True, "other words", "b", "auto", 4)
     assert first.changed and first.hook_results == ("10-record: ok",)
     assert not again.changed and again.hook_results == ()
-    assert not later.changed and q.state.reason == "r"
+    # An operator takes the automatic quarantine over: the node's record follows
+    # (and survives a restart), the hooks do not run again.
+    later = await q.apply(True, "keep out: disk swap", "user:alice", "manual", 4)
+    assert not later.changed and later.hook_results == ()
+    restarted = NodeQuarantine(state_dir, "n1").state
+    assert (restarted.reason, restarted.actor, restarted.source) == (
+        "keep out: disk swap",
+        "user:alice",
+        "manual",
+    )
     assert q.state.fence_revision == 4
     assert len(out.read_text().splitlines()) == 1
 
