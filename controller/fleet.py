@@ -13,6 +13,7 @@ fence and outcome (success | partial | failure, as in novaops_recovery_total).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -445,16 +446,22 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         )
         # Chunks are up to 256 KiB: a few in the queue keep every node's stream
         # moving without the controller holding megabytes per bundle.
-        async for outcome in self._fan_out(
-            context, request.selector, deadlines, call, queue_size=BUNDLE_QUEUE_CHUNKS
-        ):
-            if outcome.error is not None:
-                failed.add(outcome.node)
-                yield controller_pb2.FleetBundleChunk(error=outcome.error)
-            elif outcome.result is not None:
-                if outcome.result.HasField("trailer"):
-                    ok.add(outcome.node)
-                yield controller_pb2.FleetBundleChunk(chunk=outcome.result)
+        try:
+            async for outcome in self._fan_out(
+                context, request.selector, deadlines, call, queue_size=BUNDLE_QUEUE_CHUNKS
+            ):
+                if outcome.error is not None:
+                    failed.add(outcome.node)
+                    yield controller_pb2.FleetBundleChunk(error=outcome.error)
+                elif outcome.result is not None:
+                    if outcome.result.HasField("trailer"):
+                        ok.add(outcome.node)
+                    yield controller_pb2.FleetBundleChunk(chunk=outcome.result)
+        except (asyncio.CancelledError, GeneratorExit):
+            # The caller went away (CLI interrupted): counted, then the nodes'
+            # streams are cancelled by the fan-out's own cleanup.
+            BUNDLES_GENERATED.labels("cancelled").inc()
+            raise
         outcome_label = "success" if not failed else ("partial" if ok else "failure")
         BUNDLES_GENERATED.labels(outcome_label).inc()
         await self.ctx.events.emit(

@@ -106,7 +106,8 @@ IS_LEADER = Gauge(
 
 BUNDLES_GENERATED = Counter(
     "novaops_support_bundle_generated_total",
-    "Support bundles collected through this controller, by outcome (success|partial|failure).",
+    "Support bundles collected through this controller, by outcome "
+    "(success|partial|failure|cancelled: the caller went away).",
     ["outcome"],
 )
 

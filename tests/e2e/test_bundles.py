@@ -5,12 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import tarfile
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from novaops.client.api import NovaopsClient
 from novaops.client.bundle import BundleRequestInfo, BundleWriter, apply_fleet_message, validate
@@ -79,6 +82,34 @@ def test_bad_extension_fails_before_any_work(three: DevCluster, tmp_path: Path) 
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert not (tmp_path / "b.zip").exists()
+
+
+def bundle_counts(cluster: DevCluster) -> dict[str, float]:
+    """novaops_support_bundle_generated_total by outcome, scraped from the controller."""
+    text = (cluster.state_dir / "controller" / "controller.toml").read_text()
+    match = re.search(r'metrics_listen = "([^"]+)"', text)
+    assert match, text
+    with urllib.request.urlopen(f"http://{match.group(1)}/metrics", timeout=10) as answer:
+        exposition = answer.read().decode()
+    return {
+        sample.labels["outcome"]: float(sample.value)
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "novaops_support_bundle_generated_total"
+    }
+
+
+def test_an_interrupted_bundle_is_counted_as_cancelled(three: DevCluster) -> None:
+    before = bundle_counts(three).get("cancelled", 0.0)
+    with NovaopsClient.from_config_file(three.config) as client:
+        for message in client.collect_bundle(request_id="walk-away"):
+            if message.WhichOneof("result") == "chunk":
+                break  # the caller goes away mid-stream
+    wait_for(
+        lambda: bundle_counts(three).get("cancelled", 0.0) == before + 1,
+        30,
+        "the cancelled bundle counted",
+    )
 
 
 def test_a_node_killed_mid_stream_is_marked_failed(three: DevCluster, tmp_path: Path) -> None:
