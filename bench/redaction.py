@@ -47,12 +47,14 @@ def _novaops(
     from novaops.executor.redact import Redactor, host_identifiers
 
     ids = host_identifiers(HostRoot(tree.root))
+    # As the node bundle builder does: the node's own names are its hostname's.
     redactor = Redactor(
         scrub=scrub,
         key=b"bench-key",
         known_users=ids.users,
         known_hosts=ids.hosts,
         system_users=ids.system_users,
+        node_names=ids.own_names,
     )
     cpu, wall = time.process_time(), time.perf_counter()
     for rel in tree.files:

@@ -154,8 +154,9 @@ _KV_RE = re.compile(
 _XML_ELEMENT_RE = re.compile(
     r"<(?P<k>[\w:-]*(?i:password|passwd|secret|token|key)[\w:-]*)>(?P<v>[^<\n]+)</"
 )
+# Starts with the literal "-" (then looks behind it), so the engine skips to dashes.
 _FLAG_RE = re.compile(
-    r"(?i)(?<![\w-])--?(?P<k>[\w-]*(?:password|passwd|secret|token|api-key|apikey)[\w-]*)"
+    r"(?i)-(?<![\w-]-)-?(?P<k>[\w-]*(?:password|passwd|secret|token|api-key|apikey)[\w-]*)"
     r"[ \t]+(?P<v>[^\s-]\S*)"
 )
 
@@ -401,32 +402,42 @@ def find_secrets(line: str) -> list[Hit]:
 _KT = r"[\w.:-]*(?:[\"']{0,2}\s*[=:]|>)"  # rest of a key, then = or : (or an XML >)
 _FT = r"[\w-]*[ \t]+[^\s-]"  # rest of a --flag, then its value
 _LOWER_GATE_SOURCES = (
-    rf"p(?:(?:ass|w){_KT}|(?<=[\w-]p)assw(?:or)?d{_FT})",
-    rf"s(?:ecret(?:,|{_KT})|(?:ess|ig){_KT}|(?<=[\w-]s)ecret{_FT})",
-    rf"token(?:{_KT}|(?<=[\w-]token){_FT})",
-    rf"k(?:ey(?:{_KT}|(?<=[\w-]apikey){_FT}|(?<=[\w-]api-key){_FT})|_(?:live|test)_)",
+    # Each starts with a literal the engine skips to in C; where that literal is
+    # a common letter, with several (compared in C too), or with a rarer letter
+    # and a fixed look-behind for the rest ("k" of token, cookie, key).
+    rf"pass(?:{_KT}|(?<=[\w-]pass)w(?:or)?d{_FT})",
+    rf"pw{_KT}",
+    rf"se(?:cret(?:,|{_KT})|ss{_KT}|(?<=[\w-]secret){_FT})",
+    rf"k(?:(?<=tok)en(?:{_KT}|(?<=[\w-]token){_FT})|(?<=cook)ie{_KT}"
+    rf"|ey(?:{_KT}|(?<=[\w-]apikey){_FT}|(?<=[\w-]api-key){_FT})|_(?:live|test)_)",
     rf"auth{_KT}",
-    rf"c(?:red|ookie){_KT}",
+    rf"cred{_KT}",
     r"bearer\s",
     r"://(?:[^\s:/@]+:\S*@|hooks\.slack\.com/)",
     r"-----begin",
+    # sig keys, and the GitHub / GitLab / Fernet prefixes (in any case: a gate
+    # may pick more lines than the detectors need, never fewer).
+    rf"g(?:(?<=sig){_KT}|h[pousr]_|ithub_pat_|lpat-|aaaaa)",
 )
 _LOWER_GATES = tuple(re.compile(source) for source in _LOWER_GATE_SOURCES)
 _LOWER_GATES_I = tuple(re.compile(source, re.IGNORECASE) for source in _LOWER_GATE_SOURCES)
 _CASED_GATES = tuple(
     re.compile(source)
     for source in (
-        r"eyJ",
+        r"J(?<=eyJ)",
         r"A(?:KIA|SIA|GPA|IDA|ROA|IPA|NPA|NVA|BIA|CCA|Iza)",
-        r"g(?:h[pousr]_|ithub_pat_|lpat-|AAAAA)",
         r"xox[abposr]-",
     )
 )
 
 
-def secret_lines(text: str) -> list[tuple[int, int]]:
-    """[start, end) of the lines of text (``\n``-separated) that may hold a secret."""
-    low = text.lower()
+def secret_lines(text: str, low: str | None = None) -> list[tuple[int, int]]:
+    """[start, end) of the lines of text (``\n``-separated) that may hold a secret.
+
+    low: text.lower(), when the caller has it already.
+    """
+    if low is None:
+        low = text.lower()
     gates, target = (_LOWER_GATES, low) if len(low) == len(text) else (_LOWER_GATES_I, text)
     positions = [m.start() for gate in gates for m in gate.finditer(target)]
     positions += [m.start() for gate in _CASED_GATES for m in gate.finditer(text)]
@@ -443,10 +454,13 @@ def secret_lines(text: str) -> list[tuple[int, int]]:
     return lines
 
 
-def find_secrets_in(text: str) -> list[Hit]:
-    """find_secrets over every line of a block of text, with offsets into text."""
+def find_secrets_in(text: str, low: str | None = None) -> list[Hit]:
+    """find_secrets over every line of a block of text, with offsets into text.
+
+    low: text.lower(), when the caller has it already.
+    """
     hits: list[Hit] = []
-    for start, end in secret_lines(text):
+    for start, end in secret_lines(text, low):
         for hit in find_secrets(text[start:end]):
             hits.append(Hit(hit.kind, hit.start + start, hit.end + start))
     return hits

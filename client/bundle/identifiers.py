@@ -215,7 +215,9 @@ _USER_KV_RE = re.compile(
     r"[=:][ \t]*[\"']?(?P<v>" + _USER + r")"
 )
 _FOR_USER_RE = re.compile(r"(?i:\bfor (?:invalid |illegal )?user )[\"']?(?P<v>" + _USER + r")")
-_SSH_USER_RE = re.compile(r"(?i:\b(?:accepted|failed) [a-z-]+ for )(?P<v>" + _USER + r")(?= from )")
+_SSH_USER_RE = re.compile(
+    r"(?i:\b(?:accepted|failed) [a-z0-9-]+ for )(?P<v>" + _USER + r")(?= from )"
+)
 _EMAIL_RE = re.compile(
     r"(?<![\w.%+-])(?P<v>[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})(?![\w-])"
 )
@@ -306,13 +308,17 @@ _DOT_GATE_RE = re.compile(
 )
 _FIRST_OCTETS = frozenset(str(n) for n in range(256))
 _NOT_BEFORE_IPV4 = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
-_HEX = "[0-9a-f]"
-# ":" starting a MAC (group "mac" set), or in an IPv6 address ("::", or 7 colons).
-_COLON_GATE_RE = re.compile(
-    f":(?:(?=(?P<mac>(?:{_HEX}{{2}}:){{4}}{_HEX}{{2}}))|(?=:|(?:{_HEX}{{1,4}}:){{6}}))"
+# For the MAC and IPv6 searches: hex digits and colons -> "h", dashes kept,
+# anything else a space. Runs of "h" are then the runs of hex digits and
+# colons an address is made of, and a MAC written with dashes is _DASHED_MAC.
+_HEX_TO_H = bytes(
+    ord("h") if chr(c) in "0123456789abcdef:" else c if chr(c) == "-" else ord(" ")
+    for c in range(256)
 )
-# "-hh-" starting a MAC written with dashes (its start is two characters before).
-_DASH_GATE_RE = re.compile(f"-{_HEX}{{2}}-(?=(?:{_HEX}{{2}}-){{3}}{_HEX}{{2}})")
+_LONG_HEX_COLON_RUN = b"h" * 15
+_H_RUN_RE = re.compile(rb"h+")
+_DOUBLE_COLON_RE = re.compile("::")
+_DASHED_MAC = b"hh-hh-hh-hh-hh-hh"
 # Gates (on lowercased text) of the lines where ``user=`` / ``login:`` ... can match.
 _USER_KV_GATES = tuple(
     re.compile(word + r"\b[\"']?[ \t]*[=:]")
@@ -327,6 +333,7 @@ _IPV6_CHARS = "0123456789abcdef:"
 _LOCAL_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._%+-"
 _DIGIT_CHARS = "0123456789"
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
+_ADDRESS_CHARS = frozenset("0123456789abcdef:.")
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", re.ASCII)
 # ASCII characters a known name may follow (the complement of [\w./-]), all made spaces.
 _NAME_BOUNDARY = bytes(c for c in range(128) if not re.match(r"[\w./-]", chr(c)))
@@ -358,6 +365,36 @@ def _known_names_scan_re(names: Iterable[str]) -> re.Pattern[bytes] | None:
         return None
     firsts = "".join(re.escape(char) for char in sorted(trie))
     return re.compile(rf" (?=[{firsts}])(?P<v>{_trie_source(trie)})(?![\w/-])".encode())
+
+
+def _first_octet_length(head: str) -> int:
+    """Length of the first octet of an IPv4 address whose first dot follows head, or 0.
+
+    head: up to 4 characters before the dot (fewer at the start of the text).
+    The octet is all the digits there, 0-255 without a leading zero, and the
+    character before it may not be a word character or a dot.
+    """
+    length = len(head) - len(head.rstrip(_DIGIT_CHARS))
+    if head[len(head) - length :] not in _FIRST_OCTETS:
+        return 0
+    if length < len(head) and head[-length - 1] in _NOT_BEFORE_IPV4:
+        return 0
+    return length
+
+
+def _node_name_re(name: str) -> re.Pattern[str]:
+    """name (lowercase, as written) where no other candidate can overlap it.
+
+    Not after a character that lets an e-mail, URL user, dotted name, address
+    or IPv6 zone run into it, and not before one that lets one of them, a
+    longer user name or an IPv6 address begun inside the name ("compute-07::1")
+    go on past it. Elsewhere the general scan handles it. Such a name holds a
+    letter that is not a hex digit, no dot, and ends with a letter or digit,
+    as its pseudonym ("host-" and 8 hex digits) does, so the text around it
+    reads the same to every family.
+    """
+    literal = re.escape(name)
+    return re.compile(rf"{literal}(?<![\w./%+:-]{literal})(?![\w/@.%+:-])")
 
 
 class _RunStart:
@@ -409,7 +446,6 @@ class _KnownNames:
     def __init__(self, users: set[str], hosts: set[str]) -> None:
         self.users = frozenset(users)
         self.hosts = frozenset(hosts)
-        self.host_bytes = frozenset(h.encode("ascii") for h in hosts)
         self.exact_users = _known_names_re(users)
         self.exact_hosts = _known_names_re(hosts, re.IGNORECASE)
         names = {u.lower() for u in users} | self.hosts
@@ -418,21 +454,21 @@ class _KnownNames:
         assert any_name is not None and fast is not None, "no names"
         self.any_name, self.fast = any_name, fast
 
-    def scan(self, text: str, low: str, spans: list[_Span]) -> None:
-        """Appends every match in ASCII text (low: text lowercased) to spans."""
+    def scan(self, text: str, low: str, ascii_low: bytes, spans: list[_Span]) -> None:
+        """Appends every match in ASCII text (low, ascii_low: text lowercased) to spans."""
         if (first := self.any_name.match(low, 0)) is not None:
             self._add(text, low, 0, first.end("v"), spans)
         append = spans.append
         users = self.users
-        hosts = self.host_bytes
-        for m in self.fast.finditer(low.encode("ascii").translate(_BOUNDARY_TO_SPACE)):
+        hosts = self.hosts
+        for m in self.fast.finditer(ascii_low.translate(_BOUNDARY_TO_SPACE)):
             start, end = m.span(1)
             value = text[start:end]
-            if m.group(1) in hosts:
+            if value in hosts:  # host names are lowercase, and so mostly is the text
                 if value in users:
                     append((start, -end, _F_KNOWN_USER, value))
                 append((start, -end, _F_KNOWN_HOST, value))
-            elif value in users:
+            elif value in users and value.islower():
                 append((start, -end, _F_KNOWN_USER, value))
             else:
                 self._add(text, low, start, end, spans)
@@ -458,11 +494,14 @@ class IdentifierDetector:
     """Finds identifiers (``--scrub`` kinds) in text.
 
     known_users and known_hosts are literal names learnt from the host (its
-    /etc/passwd, /etc/hostname and /etc/hosts, and the node's own name): they
-    are found wherever they appear as a whole word (host names in any case), in
-    addition to the contextual patterns (``user=``, ``/home/x``, ``for user x``,
-    dotted names with a known top-level domain). extra_exempt_users are accounts
-    that are never reported (system accounts of this host).
+    /etc/passwd, /etc/hostname and /etc/hosts): they are found wherever they
+    appear as a whole word (host names in any case), in addition to the
+    contextual patterns (``user=``, ``/home/x``, ``for user x``, dotted names
+    with a known top-level domain). node_names are the names of the node the
+    text comes from (its node name, hostname, FQDN and short forms): host names
+    too, and since they are on nearly every line of its logs, :meth:`substitute`
+    replaces them first, in one pass each. extra_exempt_users are accounts that
+    are never reported (system accounts of this host).
 
     :meth:`substitute` replaces what it finds (the Redactor's interface);
     :meth:`spans` lists it as tuples, :meth:`find_in` and :meth:`find` as
@@ -476,15 +515,23 @@ class IdentifierDetector:
         known_users: Iterable[str] = (),
         known_hosts: Iterable[str] = (),
         extra_exempt_users: Iterable[str] = (),
+        node_names: Iterable[str] = (),
     ) -> None:
         self._exempt_users = frozenset(extra_exempt_users)
         users = {u for u in known_users if len(u) >= 3 and not self._user_exempt(u)}
-        hosts = {h.lower() for h in known_hosts if len(h) >= 3 and not is_exempt("hostname", h)}
-        # Names with a character a name may follow ("a+b") would break the
-        # fast scan's one-pass promise; they are left to the shape families.
-        users = {u for u in users if _PLAIN_NAME_RE.fullmatch(u)}
-        hosts = {h for h in hosts if _PLAIN_NAME_RE.fullmatch(h)}
-        self._names = _KnownNames(users, hosts) if users or hosts else None
+        node = {n.lower() for n in node_names if len(n) >= 3 and not is_exempt("hostname", n)}
+        hosts = node | {
+            h.lower() for h in known_hosts if len(h) >= 3 and not is_exempt("hostname", h)
+        }
+        self._all_users = _known_names_re(users)
+        self._all_hosts = _known_names_re(hosts, re.IGNORECASE)
+        # The fast scan takes names without a character a name may follow in one
+        # pass of one trie; the few others ("a+b") are matched on their own.
+        plain_users = {u for u in users if _PLAIN_NAME_RE.fullmatch(u)}
+        plain_hosts = {h for h in hosts if _PLAIN_NAME_RE.fullmatch(h)}
+        self._names = _KnownNames(plain_users, plain_hosts) if plain_users or plain_hosts else None
+        self._odd_users = _known_names_re(users - plain_users)
+        self._odd_hosts = _known_names_re(hosts - plain_hosts, re.IGNORECASE)
         # Per family: value -> (kind, value as reported) or None (exempt, pseudonym).
         self._kinds: list[dict[str, tuple[str, str] | None]] = [{} for _ in range(_FAMILIES)]
         # Per family: value -> (replacement, length replaced, kind) or None.
@@ -492,6 +539,18 @@ class IdentifierDetector:
             {} for _ in range(_FAMILIES)
         ]
         self._ipv6_valid: dict[str, bool] = {}
+        self._first_octets: dict[str, int] = {}  # 4 characters before a dot -> octet length
+        lowered_users = {u.lower() for u in users}
+        self._node_passes = [
+            (_node_name_re(name), name)
+            for name in sorted(node & plain_hosts, key=len, reverse=True)
+            if name not in lowered_users
+            and not set(name) <= _ADDRESS_CHARS
+            and "." not in name  # its pseudonym is longer than a user name may be
+            and name[-1].isalnum()
+            and self._classify(_F_KNOWN_HOST, name) is not None
+        ]
+        self._node_replacements: dict[str, str] = {}
 
     def _user_exempt(self, user: str) -> bool:
         return user in self._exempt_users or is_exempt("username", user)
@@ -507,7 +566,7 @@ class IdentifierDetector:
     def spans(self, text: str) -> list[tuple[int, int, str, str]]:
         """``(start, end, kind, value)`` of every identifier in text, in order."""
         if text.isascii():
-            return self._resolve(self._fast_candidates(text))
+            return self._resolve(self._fast_candidates(text, text.lower()))
         # Lines with other characters take the reference path (lowercasing or
         # case-insensitive matching of non-ASCII text may not keep the gates'
         # promises); runs of ASCII lines between them stay on the fast one.
@@ -523,38 +582,55 @@ class IdentifierDetector:
             found += _shifted(self.spans(text[position:]), position)
         return found
 
-    def substitute(self, text: str, render: Callable[[str, str], str]) -> tuple[str, list[str]]:
-        """text with every identifier replaced by ``render(kind, value)``, and the kinds replaced.
+    def substitute(
+        self, text: str, render: Callable[[str, str], str], low: str | None = None
+    ) -> tuple[str, list[str]]:
+        """text with every identifier replaced by ``render(kind, value)``; the kinds replaced.
+
+        The kinds come one per replacement, in no particular order.
 
         render must give the same result for the same (kind, value): it is
-        called once per distinct value and its result is remembered.
+        called once per distinct value and its result is remembered. For a
+        host name without a dot it must return one of letters, digits and "-"
+        that starts and ends with a letter or digit, as pseudonyms are: the
+        node's own names are replaced in a pass of their own before the scan of
+        the rest (see _node_name_re). low: text.lower(), when the caller has it.
         """
         if not text.isascii():
             return self._substitute_spans(text, self.spans(text), render)
-        candidates = self._fast_candidates(text)
+        kinds: list[str] = []
+        for pattern, name in self._node_passes:
+            replacement = self._node_replacements.get(name)
+            if replacement is None:
+                replacement = render("hostname", name).replace("\\", "\\\\")
+                self._node_replacements[name] = replacement
+            text, count = pattern.subn(replacement, text)
+            if count:
+                kinds += ["hostname"] * count
+                low = None
+        candidates = self._fast_candidates(text, text.lower() if low is None else low)
         if not candidates:
-            return text, []
+            return text, kinds
         # The overlap rule of _resolve, fused with the replacement (one pass per hit).
         candidates.sort()
         pieces: list[str] = []
         append = pieces.append
-        kinds: list[str] = []
+        add_kind = kinds.append
         position = 0
         taken = -1
-        replacements = self._replacements
+        lookups = [known.get for known in self._replacements]
         for start, negative_end, family, value in candidates:
             if start < taken:
                 continue
             taken = -negative_end
-            known = replacements[family]
-            entry = known.get(value, _MISSING)
+            entry = lookups[family](value, _MISSING)
             if entry is _MISSING:
                 entry = self._replacement(family, value, render)
             if entry is not None:
                 append(text[position:start])
                 append(entry[0])
                 position = start + entry[1]
-                kinds.append(entry[2])
+                add_kind(entry[2])
         append(text[position:])
         return "".join(pieces), kinds
 
@@ -587,10 +663,9 @@ class IdentifierDetector:
     def reference_spans(self, text: str) -> list[tuple[int, int, str, str]]:
         """What :meth:`spans` returns, found by every family's pattern over all of text."""
         candidates: list[_Span] = []
-        names = self._names
         for family, pattern in (
-            (_F_KNOWN_USER, names.exact_users if names else None),
-            (_F_KNOWN_HOST, names.exact_hosts if names else None),
+            (_F_KNOWN_USER, self._all_users),
+            (_F_KNOWN_HOST, self._all_hosts),
         ):
             for m in pattern.finditer(text) if pattern is not None else ():
                 candidates.append((m.start("v"), -m.end("v"), family, m.group("v")))
@@ -604,12 +679,16 @@ class IdentifierDetector:
 
     # ------------------------------------------------------------- internals
 
-    def _fast_candidates(self, text: str) -> list[_Span]:
-        low = text.lower()
+    def _fast_candidates(self, text: str, low: str) -> list[_Span]:
+        """Every family's candidates in ASCII text (low: text lowercased), unsorted."""
         spans: list[_Span] = []
         append = spans.append
+        ascii_low = low.encode("ascii")
         if self._names is not None:
-            self._names.scan(text, low, spans)
+            self._names.scan(text, low, ascii_low, spans)
+        for family, pattern in ((_F_KNOWN_USER, self._odd_users), (_F_KNOWN_HOST, self._odd_hosts)):
+            for m in pattern.finditer(text) if pattern is not None else ():
+                append((m.start(1), -m.end(1), family, m.group(1)))
         for family, pattern in ((_F_URL_USER, _URL_USER_RE), (_F_HOME, _HOME_RE)):
             for m in pattern.finditer(text):
                 append((m.start(1), -m.end(1), family, m.group(1)))
@@ -621,14 +700,7 @@ class IdentifierDetector:
         if "@" in text:
             self._emails(text, low, spans)
         self._dotted(text, low, spans)
-        self._colons(text, low, spans)
-        if "-" in text:
-            mac_end = 0
-            for m in _DASH_GATE_RE.finditer(low):
-                start = m.start() - 2
-                if start >= mac_end and (mac := _MAC_RE.match(text, start)) is not None:
-                    mac_end = mac.end()
-                    append((start, -mac_end, _F_MAC, mac.group(1)))
+        self._colons(text, low, ascii_low, spans)
         return spans
 
     def _for_users(self, text: str, low: str, spans: list[_Span]) -> None:
@@ -669,17 +741,20 @@ class IdentifierDetector:
         """IPv4 addresses and dotted names, from the "." gate."""
         append = spans.append
         names = _RunStart(_NAME_CHARS, 256)
+        octets = self._first_octets
         tried = -1
         for gate in _DOT_GATE_RE.finditer(low):
-            dot = gate.start()
-            if gate.start("v4") >= 0:
-                # The first octet is all of the (1 to 3) digits before the dot.
-                head = low[dot - 3 : dot] if dot >= 3 else low[:dot]
-                start = dot - len(head) + len(head.rstrip(_DIGIT_CHARS))
-                if head[start - dot :] in _FIRST_OCTETS and (
-                    not start or low[start - 1] not in _NOT_BEFORE_IPV4
-                ):
-                    append((start, -gate.end(), _F_IPV4, text[start : gate.end()]))
+            dot, end = gate.span()
+            if gate.lastindex:  # the IPv4 tail matched
+                head = low[dot - 4 : dot] if dot >= 4 else low[:dot]
+                length = octets.get(head)
+                if length is None:
+                    if len(octets) > _CACHE_LIMIT:
+                        octets.clear()
+                    length = octets[head] = _first_octet_length(head)
+                if length:
+                    start = dot - length
+                    append((start, -end, _F_IPV4, text[start:end]))
                 continue
             # A TLD: the name starts where its run of name characters does.
             start = names.before(low, dot)
@@ -689,25 +764,52 @@ class IdentifierDetector:
                 if m is not None:
                     append((start, -m.end(1), _F_FQDN, m.group(1)))
 
-    def _colons(self, text: str, low: str, spans: list[_Span]) -> None:
-        """MACs (":" separated) and IPv6 addresses, from the ":" gate."""
+    def _colons(self, text: str, low: str, ascii_low: bytes, spans: list[_Span]) -> None:
+        """MACs and IPv6 addresses.
+
+        A valid IPv6 address holds "::" or is 8 groups (at least 15 characters
+        of hex digits and colons); a MAC is 17 of them, or hex pairs and
+        dashes. All are found with C string searches: "::" in the text, runs
+        of 15 hex-or-colon characters and "hh-hh-hh-hh-hh-hh" in translations
+        of it. An address starts where its run of hex digits and colons does; a
+        MAC there or just after a colon inside the run.
+        """
         append = spans.append
+        v6_starts: set[int] = set()
+        mac_starts: list[int] = []
         hex_colons = _RunStart(_IPV6_CHARS, 64)
+        for double in _DOUBLE_COLON_RE.finditer(low):
+            v6_starts.add(hex_colons.before(low, double.start()))
+        runs = ascii_low.translate(_HEX_TO_H)
+        run_end = _H_RUN_RE.match
+        at = runs.find(_LONG_HEX_COLON_RUN)
+        while at >= 0:
+            run = run_end(runs, at)
+            end = run.end() if run is not None else at + 1
+            colon = low.find(":", at, end)
+            if colon >= 0:
+                if low.count(":", colon, end) >= 7:  # else only a "::" makes an address
+                    v6_starts.add(at)
+                mac_starts.append(at)
+                while colon >= 0 and colon + 18 <= end:
+                    mac_starts.append(colon + 1)
+                    colon = low.find(":", colon + 1, end)
+            at = runs.find(_LONG_HEX_COLON_RUN, end)
+        at = runs.find(_DASHED_MAC)
+        if at >= 0:
+            while at >= 0:
+                mac_starts.append(at)
+                at = runs.find(_DASHED_MAC, at + 1)
+            mac_starts.sort()
         mac_end = 0
-        tried = -1
-        for gate in _COLON_GATE_RE.finditer(low):
-            colon = gate.start()
-            if gate.start("mac") >= 0:
-                start = colon - 2
-                if start >= mac_end and (mac := _MAC_RE.match(text, start)) is not None:
-                    mac_end = mac.end()
-                    append((start, -mac_end, _F_MAC, mac.group(1)))
-            start = hex_colons.before(low, colon)
-            if start != tried:
-                tried = start
-                m = _IPV6_RE.match(text, start)
-                if m is not None and self._is_ipv6(value := m.group(1)):
-                    append((start, -m.end(1), _F_IPV6, value))
+        for start in mac_starts:
+            if start >= mac_end and (mac := _MAC_RE.match(text, start)) is not None:
+                mac_end = mac.end()
+                append((start, -mac_end, _F_MAC, mac.group(1)))
+        for start in sorted(v6_starts):
+            m = _IPV6_RE.match(text, start)
+            if m is not None and self._is_ipv6(value := m.group(1)):
+                append((start, -m.end(1), _F_IPV6, value))
 
     def _is_ipv6(self, value: str) -> bool:
         valid = self._ipv6_valid.get(value)
@@ -744,7 +846,11 @@ class IdentifierDetector:
     def _classify(self, family: int, value: str) -> tuple[str, str] | None:
         if family in _USER_FAMILIES:
             value = value.rstrip(".-")
-            if self._user_exempt(value) or is_pseudonym("username", value):
+            if (
+                self._user_exempt(value)
+                or is_pseudonym("username", value)
+                or is_pseudonym("hostname", value)
+            ):
                 return None
             return "username", value
         kind = _FAMILY_KINDS[family]

@@ -20,11 +20,15 @@ _NOBODY_UID = 65534
 
 @dataclass(frozen=True)
 class HostIdentifiers:
-    """Names to pseudonymize by value (users, hosts) and accounts never to touch."""
+    """Names to pseudonymize by value (users, hosts) and accounts never to touch.
+
+    own_names: what the host calls itself (/etc/hostname, and its short form).
+    """
 
     users: frozenset[str] = field(default_factory=frozenset)
     hosts: frozenset[str] = field(default_factory=frozenset)
     system_users: frozenset[str] = field(default_factory=frozenset)
+    own_names: frozenset[str] = field(default_factory=frozenset)
 
 
 def parse_passwd(text: str) -> tuple[set[str], set[str]]:
@@ -63,15 +67,22 @@ def host_identifiers(root: HostRoot) -> HostIdentifiers:
     """What root's /etc says about its users and names; missing files give nothing."""
     users: set[str] = set()
     system: set[str] = set()
+    own: set[str] = set()
     hosts: set[str] = set()
     with contextlib.suppress(OSError):
         users, system = parse_passwd(root.read_text("/etc/passwd"))
     try:
         hostname = root.read_text("/etc/hostname").strip()
         if hostname:
-            hosts.update({hostname, hostname.split(".", 1)[0]})
+            own.update(name_forms(hostname))
     except OSError:
         pass
     with contextlib.suppress(OSError):
         hosts.update(parse_hosts(root.read_text("/etc/hosts")))
-    return HostIdentifiers(frozenset(users), frozenset(hosts), frozenset(system))
+    hosts |= own
+    return HostIdentifiers(frozenset(users), frozenset(hosts), frozenset(system), frozenset(own))
+
+
+def name_forms(name: str) -> set[str]:
+    """A host name and its short form (its first label): ``a.b.c`` -> {a.b.c, a}."""
+    return {name, name.split(".", 1)[0]} if name else set()

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from novaops.client.bundle.detectors import (
@@ -58,7 +58,9 @@ class Redactor:
     of the pseudonyms); an empty key with scrub on gets a random one, so the
     pseudonyms are consistent on this node only. known_users / known_hosts:
     literal names from the host (see :func:`host_identifiers`), found wherever
-    they appear as whole words; system_users: accounts never pseudonymized.
+    they appear as whole words; system_users: accounts never pseudonymized;
+    node_names: the node's own names (node name, hostname, FQDN, short forms),
+    pseudonymized as host names wherever they appear as whole words.
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Redactor:
         known_users: Iterable[str] = (),
         known_hosts: Iterable[str] = (),
         system_users: Iterable[str] = (),
+        node_names: Iterable[str] = (),
         max_line: int = DEFAULT_MAX_LINE,
         block_size: int = DEFAULT_BLOCK_SIZE,
     ) -> None:
@@ -79,6 +82,7 @@ class Redactor:
                 known_users=known_users,
                 known_hosts=known_hosts,
                 extra_exempt_users=system_users,
+                node_names=node_names,
             )
             if scrub
             else None
@@ -179,28 +183,34 @@ class Redactor:
     def _redact_lines_block(self, text: str) -> str:
         if not text:
             return text
-        text = self._mark_secrets(text, find_secrets_in(text))
+        low = text.lower()
+        hits = find_secrets_in(text, low)
+        if hits:
+            same_length = len(low) == len(text)
+            text = _splice(text, hits, marker)
+            low = _splice(low, hits, _lower_marker) if same_length else text.lower()
+            self._counts.update(hit.kind for hit in hits)
         if self._identifiers is not None:
-            text = self._pseudonymize(text, self._identifiers)
+            text, kinds = self._identifiers.substitute(text, self._maps.pseudonym, low)
+            self._counts.update(kinds)
         return text
 
-    def _mark_secrets(self, text: str, hits: list[Hit]) -> str:
-        if not hits:
-            return text
-        pieces: list[str] = []
-        position = 0
-        for hit in hits:
-            pieces.append(text[position : hit.start])
-            pieces.append(marker(hit.kind))
-            position = hit.end
-        pieces.append(text[position:])
-        self._counts.update(hit.kind for hit in hits)
-        return "".join(pieces)
 
-    def _pseudonymize(self, text: str, identifiers: IdentifierDetector) -> str:
-        text, kinds = identifiers.substitute(text, self._maps.pseudonym)
-        self._counts.update(kinds)
-        return text
+def _splice(text: str, hits: list[Hit], replacement: Callable[[str], str]) -> str:
+    """text with each hit replaced by replacement(kind)."""
+    pieces: list[str] = []
+    position = 0
+    for hit in hits:
+        pieces.append(text[position : hit.start])
+        pieces.append(replacement(hit.kind))
+        position = hit.end
+    pieces.append(text[position:])
+    return "".join(pieces)
+
+
+def _lower_marker(kind: str) -> str:
+    # A marker as it reads in the lowercased copy of the text.
+    return marker(kind).lower()
 
 
 class _PemState:
