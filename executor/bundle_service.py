@@ -4,11 +4,13 @@ The builder (novaops.executor.bundle) does the collecting and redaction; this
 module gives it the node's live sources (libvirt, diagnostics, metrics) and
 turns its byte stream into BundleChunk messages: a header, data chunks produced
 only as the caller consumes them (gRPC flow control is the back-pressure), and
-a trailer with the checksum and redaction counts.
+a trailer with the checksum and redaction counts. With ``scrub`` every chunk's
+``node`` is the node's pseudonym, as in its ``metadata.json``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -148,7 +150,10 @@ class BundleService:
     async def stream(
         self, request: executor_pb2.CollectBundleRequest, builder: NodeBundleBuilder
     ) -> AsyncIterator[executor_pb2.BundleChunk]:
-        node = self.ctx.node
+        # Every chunk names the node as the archive will (its pseudonym with
+        # scrub): the field leaves the node and the client names the node's
+        # archive and manifest entry by it. Callers route by their own names.
+        node = await asyncio.to_thread(lambda: builder.archive_node)
         yield executor_pb2.BundleChunk(
             node=node,
             header=executor_pb2.BundleHeader(format="tar", request_id=request.request_id),

@@ -191,14 +191,16 @@ def is_exempt(kind: str, value: str) -> bool:
 
 # ------------------------------------------------------------------ the families
 
-_F_KNOWN_USER, _F_KNOWN_HOST, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER = range(7)
-_F_EMAIL, _F_MAC, _F_IPV6, _F_IPV4, _F_FQDN = range(7, 12)
-_FAMILIES = 12
+# Family order = precedence on overlaps of equal start and length.
+_F_KNOWN_USER, _F_KNOWN_HOST, _F_NODE, _F_URL_USER, _F_HOME, _F_USER_KV = range(6)
+_F_FOR_USER, _F_SSH_USER, _F_EMAIL, _F_MAC, _F_IPV6, _F_IPV4, _F_FQDN = range(6, 13)
+_FAMILIES = 13
 _USER_FAMILIES = frozenset(
     {_F_KNOWN_USER, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER}
 )
 _FAMILY_KINDS = {
     _F_KNOWN_HOST: "hostname",
+    _F_NODE: "hostname",
     _F_EMAIL: "email",
     _F_MAC: "mac",
     _F_IPV6: "ipv6",
@@ -382,6 +384,32 @@ def _first_octet_length(head: str) -> int:
     return length
 
 
+def _node_names_res(names: Iterable[str], flags: int = 0) -> list[re.Pattern[str]]:
+    """The node's names anywhere but inside a longer word of letters and digits.
+
+    Unlike other known names they are found in paths, file and member names and
+    VM names too (``/srv/compute-07/``, ``compute-07-vm1``): a node name is not
+    needed to read a bundle, whose structure gives it. One pattern per first
+    character, starting with the names' common prefix (a literal the engine
+    skips to) and looking behind it for the character before.
+    """
+    by_first: dict[str, list[str]] = {}
+    for name in sorted(set(names)):
+        by_first.setdefault(name[0], []).append(name)
+    patterns = []
+    for group in by_first.values():
+        prefix = group[0]
+        for name in group[1:]:
+            while not name.startswith(prefix):
+                prefix = prefix[:-1]
+        rest = _trie_source(_trie(name[len(prefix) :] for name in group))
+        literal = re.escape(prefix)
+        patterns.append(
+            re.compile(rf"(?P<v>{literal}(?<![A-Za-z0-9]{literal}){rest})(?![A-Za-z0-9])", flags)
+        )
+    return patterns
+
+
 def _node_name_re(name: str) -> re.Pattern[str]:
     """name (lowercase, as written) where no other candidate can overlap it.
 
@@ -540,6 +568,8 @@ class IdentifierDetector:
         ]
         self._ipv6_valid: dict[str, bool] = {}
         self._first_octets: dict[str, int] = {}  # 4 characters before a dot -> octet length
+        self._node_names = _node_names_res(node)
+        self._node_names_any_case = _node_names_res(node, re.IGNORECASE)
         lowered_users = {u.lower() for u in users}
         self._node_passes = [
             (_node_name_re(name), name)
@@ -666,6 +696,7 @@ class IdentifierDetector:
         for family, pattern in (
             (_F_KNOWN_USER, self._all_users),
             (_F_KNOWN_HOST, self._all_hosts),
+            *((_F_NODE, node) for node in self._node_names_any_case),
         ):
             for m in pattern.finditer(text) if pattern is not None else ():
                 candidates.append((m.start("v"), -m.end("v"), family, m.group("v")))
@@ -689,6 +720,10 @@ class IdentifierDetector:
         for family, pattern in ((_F_KNOWN_USER, self._odd_users), (_F_KNOWN_HOST, self._odd_hosts)):
             for m in pattern.finditer(text) if pattern is not None else ():
                 append((m.start(1), -m.end(1), family, m.group(1)))
+        for node in self._node_names:
+            for m in node.finditer(low):
+                start, end = m.span(1)
+                append((start, -end, _F_NODE, text[start:end]))
         for family, pattern in ((_F_URL_USER, _URL_USER_RE), (_F_HOME, _HOME_RE)):
             for m in pattern.finditer(text):
                 append((m.start(1), -m.end(1), family, m.group(1)))

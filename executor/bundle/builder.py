@@ -23,6 +23,11 @@ What callers may rely on:
   the same bytes as with one process. Scrubbed bundles use one process.
 * ``metadata.json`` is the last member and lists every other member with size
   and sha256 of the bytes in the archive.
+* With scrub, the node's own names (its node name, the host's /etc/hostname,
+  and their short forms) are pseudonymized like any host name wherever they
+  appear, also inside paths and member names; ``metadata.json``'s ``node`` is
+  the pseudonym (:attr:`BundleResult.archive_node`), and the real name is only
+  in the pseudonym map (``return_map``, for ``--keep-map``).
 """
 
 from __future__ import annotations
@@ -62,7 +67,7 @@ from novaops.executor.bundle.parallel import (
     remove_stale_spools,
 )
 from novaops.executor.hostroot import HostRoot
-from novaops.executor.redact import Redactor, host_identifiers
+from novaops.executor.redact import Redactor, host_identifiers, name_forms
 
 DEFAULT_SOURCE_TIMEOUT_SECONDS = 60.0
 
@@ -153,12 +158,18 @@ class BundleSources:
 
 @dataclass(frozen=True)
 class BundleResult:
-    """The trailer of a finished node bundle."""
+    """The trailer of a finished node bundle.
+
+    archive_node: the name the node goes by inside the bundle (its pseudonym
+    when scrubbed, as in ``metadata.json``); the caller should name the node's
+    archive and manifest entry by it.
+    """
 
     sha256: str
     size: int
     redactions: dict[str, int]
     pseudonym_map: dict[str, dict[str, str]] | None
+    archive_node: str = ""
 
 
 @dataclass
@@ -333,6 +344,28 @@ class NodeBundleBuilder:
         self.collectors = list(collectors) if collectors is not None else default_collectors()
         self.result: BundleResult | None = None
         self._resolved: dict[str, tuple[bool, Any]] = {}
+        self._bundle_redactor: Redactor | None = None
+        self._archive_name = options.node
+
+    @property
+    def archive_node(self) -> str:
+        """The node's name in the archive: its pseudonym when scrubbed, else its name.
+
+        Known before streaming (a server sends it with the first chunk). The
+        first call builds the bundle's Redactor, which reads the host's /etc
+        files and compiles its patterns: call it off the event loop.
+        """
+        self._redactor_of_bundle()
+        return self._archive_name
+
+    def _redactor_of_bundle(self) -> Redactor:
+        if self._bundle_redactor is None:
+            redactor = self._redactor()
+            if self.options.scrub and self.options.node:
+                # The node's pseudonym is the map's first: never re-derived after a collision.
+                self._archive_name = redactor.pseudonym("hostname", self.options.node)
+            self._bundle_redactor = redactor
+        return self._bundle_redactor
 
     def _redactor(self) -> Redactor:
         ids = host_identifiers(self.sources.host_root)
@@ -342,6 +375,7 @@ class NodeBundleBuilder:
             known_users=ids.users,
             known_hosts=ids.hosts,
             system_users=ids.system_users,
+            node_names=name_forms(self.options.node) | ids.own_names,
         )
 
     def chunks(self) -> Generator[bytes, None, None]:
@@ -349,7 +383,7 @@ class NodeBundleBuilder:
         from novaops.executor.bundle.tarstream import TarStream
 
         now = self.sources.clock()
-        redactor = self._redactor()
+        redactor = self._redactor_of_bundle()
         ctx = CollectorContext(self.options, self.sources, redactor, now, self._resolved)
         tar = TarStream(self.options.chunk_size)
         records: list[dict[str, Any]] = []
@@ -420,6 +454,7 @@ class NodeBundleBuilder:
             size=tar.size,
             redactions=redactor.counts(),
             pseudonym_map=redactor.mapping() if self.options.return_map else None,
+            archive_node=self.archive_node,
         )
 
     async def stream(self) -> AsyncIterator[bytes]:
@@ -469,8 +504,8 @@ class NodeBundleBuilder:
             {
                 "format": NODE_FORMAT,
                 "novaops_version": self.sources.novaops_version,
-                "node": self.options.node,
-                "request_id": self.options.request_id,
+                "node": self.archive_node,
+                "request_id": redactor.redact_line(self.options.request_id),
                 "created_at": now.isoformat(),
                 "window": {
                     "since": ctx.since_time.isoformat() if ctx.since_time else None,

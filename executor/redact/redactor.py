@@ -103,6 +103,10 @@ class Redactor:
         """kind -> {original: pseudonym} of every identifier replaced so far."""
         return self._maps.as_dict()
 
+    def pseudonym(self, kind: str, value: str) -> str:
+        """The pseudonym of value as an identifier of kind (recorded in :meth:`mapping`)."""
+        return self._maps.pseudonym(kind, value)
+
     def redact_text(self, text: str) -> str:
         """text with secrets (and, with scrub, identifiers) replaced."""
         return self._redact_block(text, _PemState())

@@ -336,35 +336,39 @@ def test_round_trip_two_nodes_one_failing_mid_stream(host: Path, tmp_path: Path)
     log = tmp_path / "executor.log"
     log.write_text(f"{NOW.isoformat()} ERROR bundle test from {IDENTIFIERS['ipv4'][1]}\n")
     out = tmp_path / "out" / "bundle.tar.zst"
-    request = BundleRequestInfo(
-        include=("network",), scrub=True, since_seconds=86400, nodes=("node-a", "node-b")
-    )
+    node_a = build(host, scrub=True, node="node-a", log=log, fail_domains=True)
+    node_b = build(host, scrub=True, node="node-b")
+    # Scrubbed, the executors' streams name the nodes by their pseudonyms.
+    a, b = node_a.archive_node, node_b.archive_node
+    assert a.startswith("host-") and b.startswith("host-") and a != b
+    request = BundleRequestInfo(include=("network",), scrub=True, since_seconds=86400, nodes=(a, b))
     with BundleWriter(out, request=request, keep_map=True) as writer:
-        _feed(writer, "node-a", build(host, scrub=True, node="node-a", log=log, fail_domains=True))
-        _feed(writer, "node-b", build(host, scrub=True, node="node-b"), stop_after=3)
+        _feed(writer, a, node_a)
+        _feed(writer, b, node_b, stop_after=3)
         summary = writer.close()
-    assert summary.failed_nodes == ["node-b"]
+    assert summary.failed_nodes == [b]
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "bundle.tar.zst",
         "bundle.tar.zst.map.json",
     ]
     assert summary.map_path is not None and summary.map_path.stat().st_mode & 0o777 == 0o600
+    assert json.loads(summary.map_path.read_text())["hostname"]["node-a"] == a
     assert validate(out) == []
 
     report = inspect(out)
     by_node = {n.node: n for n in report.nodes}
-    assert by_node["node-a"].status == STATUS_OK and by_node["node-b"].status == STATUS_FAILED
-    assert "mid-stream" in by_node["node-b"].error
-    assert [c.name for c in by_node["node-a"].failing_checks] == ["bridge.br0.stp"]
-    assert [name for name, _ in by_node["node-a"].collector_failures] == ["libvirt.domains"]
-    assert by_node["node-a"].top_errors[0][0] == 2  # the repeated libvirtd error
+    assert by_node[a].status == STATUS_OK and by_node[b].status == STATUS_FAILED
+    assert "mid-stream" in by_node[b].error
+    assert [c.name for c in by_node[a].failing_checks] == ["bridge.br0.stp"]
+    assert [name for name, _ in by_node[a].collector_failures] == ["libvirt.domains"]
+    assert by_node[a].top_errors[0][0] == 2  # the repeated libvirtd error
     assert report.time_window[0] is not None and report.redaction_totals()["ipv4"] > 0
 
     dest = extract(out, tmp_path / "extracted")
     manifest = json.loads((dest / "manifest.json").read_text())
-    assert [n["status"] for n in manifest["nodes"]] == ["ok", "failed"]
-    assert (dest / "nodes/node-a/logs/libvirt/libvirtd.log").is_file()
-    assert not (dest / "nodes/node-b").exists()
+    assert {n["node"]: n["status"] for n in manifest["nodes"]} == {a: "ok", b: "failed"}
+    assert (dest / f"nodes/{a}/logs/libvirt/libvirtd.log").is_file()
+    assert not (dest / f"nodes/{b}").exists()
 
 
 async def test_async_stream_resolves_async_sources_with_back_pressure(host: Path) -> None:
@@ -428,3 +432,85 @@ def test_generated_tree_has_no_survivors(
         assert left == []
     else:
         assert [s for s in left if s.kind in SECRET_SEED_KINDS] == []
+
+
+# ----------------------------------------------------------- the node's own name
+
+FQDN_NODE = "compute-07.dc1.acme-corp.com"
+
+
+def _every_member(data: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        return {
+            m.name: tar.extractfile(m).read()  # type: ignore[union-attr]
+            for m in tar.getmembers()
+        }
+
+
+@pytest.mark.parametrize("etc_hostname", [True, False])
+def test_scrubbed_bundle_of_an_fqdn_node_holds_its_name_nowhere(
+    tmp_path: Path, etc_hostname: bool
+) -> None:
+    # The host root's own path, /etc/hostname, syslog, a VM, the executor log
+    # and a check result all carry the node's name; the archive may not. Without
+    # /etc/hostname (a simulated node) the name comes from the request alone.
+    root = tmp_path / "nodes" / FQDN_NODE / "root"
+    make_host_tree(root)
+    (root / "etc/hosts").unlink()
+    if etc_hostname:
+        _w(root, "/etc/hostname", "compute-07\n")
+    else:
+        (root / "etc/hostname").unlink()
+    _w(
+        root,
+        "/var/log/syslog",
+        f"Mar 10 11:00:01 compute-07 kernel: br0: port 1(tap3a1b2c) entered forwarding state\n"
+        f"Mar 10 11:00:02 compute-07 nova-compute[42]: host {FQDN_NODE} up, "
+        f"vm compute-07-vm1, path /srv/{FQDN_NODE}/disk\n",
+    )
+    log = tmp_path / "executor.log"
+    log.write_text(f"{NOW.isoformat()} INFO executor on {FQDN_NODE} (compute-07) started\n")
+    node_sources = sources(root, log)
+    xml = "<domain type='kvm'><name>compute-07-vm1</name></domain>"
+    node_sources.domains = lambda: [("compute-07-vm1", "running", xml)]
+    node_sources.diag_checks = lambda: [
+        {"name": "host.name", "status": "failed", "message": f"{FQDN_NODE}: clock skew"}
+    ]
+    options = BundleOptions(
+        node=FQDN_NODE,
+        request_id=f"req-{FQDN_NODE}",
+        include=frozenset({"network", "metrics"}),
+        scrub=True,
+        scrub_key=KEY,
+        return_map=True,
+    )
+    builder = NodeBundleBuilder(options, node_sources)
+    data = b"".join(builder.chunks())
+    result = builder.result
+    assert result is not None
+
+    members = _every_member(data)
+    everything = b"\n".join([*(name.encode() for name in members), *members.values()])
+    assert b"compute-07" not in everything.lower()
+    assert {"libvirt/domains.json", "system/facts.json", "logs/system/syslog"} <= set(members)
+    meta = json.loads(members["metadata.json"])
+    assert meta["node"] == result.archive_node and result.archive_node.startswith("host-")
+    # The real name is only in the private map.
+    assert (result.pseudonym_map or {})["hostname"]["compute-07"] == "host-" + (
+        result.archive_node.split(".")[0].removeprefix("host-")
+    )
+
+    # The executor's stream names the node by its pseudonym, so does the client.
+    again = NodeBundleBuilder(options, node_sources)
+    assert again.archive_node == result.archive_node
+    out = tmp_path / "bundle.tar.gz"
+    request = BundleRequestInfo(scrub=True, nodes=(again.archive_node,))
+    with BundleWriter(out, request=request, keep_map=True) as writer:
+        _feed(writer, again.archive_node, again)
+        writer.close()
+    assert validate(out) == []
+    bundle_bytes = out.read_bytes()
+    import gzip
+
+    assert b"compute-07" not in gzip.decompress(bundle_bytes).lower()
+    assert b"compute-07" in (out.parent / "bundle.tar.gz.map.json").read_bytes()
