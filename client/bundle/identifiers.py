@@ -637,7 +637,7 @@ class IdentifierDetector:
             text, count = pattern.subn(replacement, text)
             if count:
                 kinds += ["hostname"] * count
-                low = None
+                low = None  # lowercasing again costs less than a second subn
         candidates = self._fast_candidates(text, text.lower() if low is None else low)
         if not candidates:
             return text, kinds
@@ -727,16 +727,28 @@ class IdentifierDetector:
         for family, pattern in ((_F_URL_USER, _URL_USER_RE), (_F_HOME, _HOME_RE)):
             for m in pattern.finditer(text):
                 append((m.start(1), -m.end(1), family, m.group(1)))
-        positions = [m.start() for gate in _USER_KV_GATES for m in gate.finditer(low)]
-        for line_start, line_end in _lines_at(text, positions) if positions else ():
-            for m in _USER_KV_RE.finditer(text, line_start, line_end):
-                append((m.start(1), -m.end(1), _F_USER_KV, m.group(1)))
+        self._user_pairs(text, low, spans)
         self._for_users(text, low, spans)
         if "@" in text:
             self._emails(text, low, spans)
         self._dotted(text, low, spans)
         self._colons(text, low, ascii_low, spans)
         return spans
+
+    def _user_pairs(self, text: str, low: str, spans: list[_Span]) -> None:
+        """``user=x``, ``login: x`` ...: the pattern is tried where its key starts.
+
+        That is a gate's position, or the one before for ``ruser`` / ``euser``
+        (the ``user`` gate finds them one character in).
+        """
+        positions = sorted(m.start() for gate in _USER_KV_GATES for m in gate.finditer(low))
+        pair_end = 0
+        for at in positions:
+            for start in (at - 1, at) if at and low[at - 1] in "re" else (at,):
+                if start >= pair_end and (m := _USER_KV_RE.match(text, start)) is not None:
+                    pair_end = m.end()
+                    spans.append((m.start(1), -pair_end, _F_USER_KV, m.group(1)))
+                    break
 
     def _for_users(self, text: str, low: str, spans: list[_Span]) -> None:
         """``for [invalid] user x`` (at its gate) and sshd's ``for x from`` (on the gate's line)."""
@@ -759,7 +771,7 @@ class IdentifierDetector:
 
     def _emails(self, text: str, low: str, spans: list[_Span]) -> None:
         """E-mail addresses, from each "@" (found with memchr)."""
-        local = _RunStart(_LOCAL_CHARS, 128)
+        local = _RunStart(_LOCAL_CHARS, 64)
         tried = -1
         at = low.find("@")
         while at >= 0:
@@ -775,7 +787,7 @@ class IdentifierDetector:
     def _dotted(self, text: str, low: str, spans: list[_Span]) -> None:
         """IPv4 addresses and dotted names, from the "." gate."""
         append = spans.append
-        names = _RunStart(_NAME_CHARS, 256)
+        names = _RunStart(_NAME_CHARS, 64)
         octets = self._first_octets
         tried = -1
         for gate in _DOT_GATE_RE.finditer(low):

@@ -389,6 +389,7 @@ _FRAGMENTS = [
     *("acme", "host-", "hv-01", "HV-01", "Alice", "alice", "alice.w", "bob_ops", "carol"),
     *("for user ", "for invalid user ", "Accepted password for ", "failed publickey for "),
     *(" from ", "user=", "USER: ", "login=", "owner='", "acct=", "://", "://u:p@", "/home/"),
+    *("ruser=", "Euser: ", "r", "theuser=", "username=", "user_name="),
     *("hv-node-b", "HV-node-b", "hv-node-b.acme.lan", "compute-07", ".dc1.acme-corp.com"),
     *("host-0a1b2c3d", "user-0a1b2c3d", "domain-0a1b2c3d.example"),
     *("x@acme.com", "@@", "\u00e9", "\u0130", "\u212a", "\u017f", "\u2028", "\x00"),
