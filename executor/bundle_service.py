@@ -28,6 +28,7 @@ from novaops.executor.bundle import (
     NodeBundleBuilder,
     spool_dir_for,
 )
+from novaops.executor.bundle.collectors import netlink_state
 from novaops.executor.checks.model import CheckResult
 from novaops.executor.checks.runner import DiagnoseTarget, run_diagnose, run_health_checks
 from novaops.executor.libvirt_access import LibvirtUnavailable
@@ -113,6 +114,15 @@ class BundleService:
                 results.append(check_json(result, "vm"))
         return results
 
+    def _netns(self) -> str | None:
+        """The network namespace this node's links live in (None: the executor's own)."""
+        return self.ctx.checks.netns if self.ctx.checks is not None else None
+
+    async def _netlink(self) -> dict[str, Any]:
+        # setns switches only the calling thread, so the dump runs on a worker
+        # thread: never the event loop's, and never in a forked helper.
+        return await asyncio.to_thread(netlink_state, self._netns())
+
     async def _diag_network(self) -> list[dict[str, Any]]:
         checks = self.ctx.checks
         if checks is None:
@@ -142,6 +152,13 @@ class BundleService:
             domains=self._domains,
             diag_checks=self._diag_checks,
             diag_network=self._diag_network,
+            # The node's namespace, or the real host's own; a simulated node
+            # without a namespace is read from its host root's sys/class/net.
+            netlink=(
+                self._netlink
+                if self._netns() is not None or self.ctx.host_root.is_system_root
+                else None
+            ),
             spool_dir=spool_dir_for(self.ctx.state_dir),
             clock=lambda: dt.datetime.now(dt.UTC),
         )

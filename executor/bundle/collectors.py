@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 from collections.abc import Iterator
 from typing import Any
 
@@ -209,48 +210,62 @@ def _sysfs_network(ctx: CollectorContext) -> dict[str, Any]:
     return {"source": "sysfs", "links": links, "bridges": bridges}
 
 
-def _netlink_dump() -> dict[str, Any]:
-    from pyroute2 import IPRoute
+_FAMILIES = {socket.AF_INET: "inet", socket.AF_INET6: "inet6"}
 
-    with IPRoute() as ipr:
-        raw_links = ipr.get_links()
-        names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in raw_links}
-        links: list[dict[str, Any]] = []
-        for link in raw_links:
-            info = link.get_attr("IFLA_LINKINFO")
-            stats = link.get_attr("IFLA_STATS64")
-            links.append(
-                {
-                    "name": link.get_attr("IFLA_IFNAME"),
-                    "index": link["index"],
-                    "address": link.get_attr("IFLA_ADDRESS"),
-                    "operstate": link.get_attr("IFLA_OPERSTATE"),
-                    "mtu": link.get_attr("IFLA_MTU"),
-                    "master": names.get(link.get_attr("IFLA_MASTER")),
-                    "kind": info.get_attr("IFLA_INFO_KIND") if info else None,
-                    "statistics": dict(stats) if stats else {},
-                }
-            )
-        addresses = [
-            {
-                "link": names.get(a["index"]),
-                "family": a["family"],
-                "address": a.get_attr("IFA_ADDRESS"),
-                "prefixlen": a["prefixlen"],
-            }
-            for a in ipr.get_addr()
-        ]
-        routes = [
-            {
-                "family": r["family"],
-                "dst": r.get_attr("RTA_DST"),
-                "dst_len": r["dst_len"],
-                "gateway": r.get_attr("RTA_GATEWAY"),
-                "oif": names.get(r.get_attr("RTA_OIF")),
-                "table": r.get_attr("RTA_TABLE"),
-            }
-            for r in ipr.get_routes()
-        ]
+
+def netlink_state(netns: str | None = None) -> dict[str, Any]:
+    """Links (with counters), addresses, routes and bridges of a network namespace.
+
+    netns: a named namespace, which only the calling thread enters (setns, no
+    fork: see :mod:`novaops.executor.netns`); None: the thread's own. Blocking:
+    call it on a worker thread, never on the event loop's.
+    """
+    from novaops.executor.netns import iproute
+
+    with iproute(netns) as ipr:
+        raw_links = list(ipr.get_links())
+        raw_addresses = list(ipr.get_addr())
+        raw_routes = list(ipr.get_routes())
+    names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in raw_links}
+    links: list[dict[str, Any]] = []
+    for link in raw_links:
+        info = link.get_attr("IFLA_LINKINFO")
+        kind = info.get_attr("IFLA_INFO_KIND") if info else None
+        data = info.get_attr("IFLA_INFO_DATA") if info else None
+        stats = link.get_attr("IFLA_STATS64") or link.get_attr("IFLA_STATS")
+        entry: dict[str, Any] = {
+            "name": link.get_attr("IFLA_IFNAME"),
+            "index": link["index"],
+            "kind": kind,
+            "address": link.get_attr("IFLA_ADDRESS"),
+            "operstate": link.get_attr("IFLA_OPERSTATE"),
+            "mtu": link.get_attr("IFLA_MTU"),
+            "master": names.get(link.get_attr("IFLA_MASTER")),
+            "statistics": dict(stats) if stats else {},
+        }
+        if kind == "bridge" and data is not None:
+            entry["stp_state"] = data.get_attr("IFLA_BR_STP_STATE")
+        links.append(entry)
+    addresses = [
+        {
+            "link": names.get(a["index"]),
+            "family": _FAMILIES.get(a["family"], a["family"]),
+            "address": a.get_attr("IFA_ADDRESS"),
+            "prefixlen": a["prefixlen"],
+        }
+        for a in raw_addresses
+    ]
+    routes = [
+        {
+            "family": _FAMILIES.get(r["family"], r["family"]),
+            "dst": r.get_attr("RTA_DST") or "default",
+            "dst_len": r["dst_len"],
+            "gateway": r.get_attr("RTA_GATEWAY"),
+            "oif": names.get(r.get_attr("RTA_OIF")),
+            "table": r.get_attr("RTA_TABLE"),
+        }
+        for r in raw_routes
+    ]
     bridges = {
         link["name"]: sorted(m["name"] for m in links if m["master"] == link["name"])
         for link in links
@@ -258,6 +273,7 @@ def _netlink_dump() -> dict[str, Any]:
     }
     return {
         "source": "netlink",
+        "netns": netns,
         "links": links,
         "addresses": addresses,
         "routes": routes,
@@ -266,10 +282,13 @@ def _netlink_dump() -> dict[str, Any]:
 
 
 def collect_network_state(ctx: CollectorContext) -> Iterator[Member]:
+    # The executor gives a netlink source bound to its node's namespace (see
+    # BundleService); without one, the real host's own netlink, or the
+    # simulated host root's sys/class/net.
     if ctx.sources.netlink is not None:
         state = ctx.source("netlink")
     elif ctx.root.is_system_root:
-        state = _netlink_dump()
+        state = netlink_state()
     else:
         state = _sysfs_network(ctx)
     yield ctx.json_member("network/state.json", state)
