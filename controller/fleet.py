@@ -18,11 +18,12 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TypeVar
 
 import grpc
 
+from novaops.client.bundle.pseudonyms import PseudonymMaps
 from novaops.client.tls import AioContext
 from novaops.controller.auth import require
 from novaops.controller.automation import FAILING, recover_actions
@@ -446,13 +447,14 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         )
         # Chunks are up to 256 KiB: a few in the queue keep every node's stream
         # moving without the controller holding megabytes per bundle.
+        named = _bundle_error_naming(inner)
         try:
             async for outcome in self._fan_out(
                 context, request.selector, deadlines, call, queue_size=BUNDLE_QUEUE_CHUNKS
             ):
                 if outcome.error is not None:
                     failed.add(outcome.node)
-                    yield controller_pb2.FleetBundleChunk(error=outcome.error)
+                    yield controller_pb2.FleetBundleChunk(error=named(outcome.error))
                 elif outcome.result is not None:
                     if outcome.result.HasField("trailer"):
                         ok.add(outcome.node)
@@ -471,6 +473,28 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             f"{len(ok)} node(s) ok, {len(failed)} failed",
             attributes={"request_id": inner.request_id, "outcome": outcome_label},
         )
+
+
+def _bundle_error_naming(
+    request: executor_pb2.CollectBundleRequest,
+) -> Callable[[common_pb2.NodeError], common_pb2.NodeError]:
+    """How a node's error is named in the bundle: by the node's pseudonym when the
+    bundle is scrubbed (as its archive is; the real name is only in the keep-map),
+    else as it is."""
+    if not request.scrub:
+        return lambda error: error
+    maps = PseudonymMaps(request.scrub_key)
+
+    def named(error: common_pb2.NodeError) -> common_pb2.NodeError:
+        pseudonym = maps.pseudonym("hostname", error.node)
+        return common_pb2.NodeError(
+            node=pseudonym,
+            kind=error.kind,
+            message=error.message.replace(error.node, pseudonym),
+            grpc_code=error.grpc_code,
+        )
+
+    return named
 
 
 async def _wrap_health(

@@ -85,6 +85,9 @@ class BundleRequestInfo:
             "include": sorted(self.include),
             "scrub": self.scrub,
             "since_seconds": self.since_seconds,
-            "nodes": list(self.nodes),
+            # Scrubbed: the real names stay out of the bundle (the archives go by
+            # pseudonyms; the map names them), only how many were asked for.
+            "nodes": [] if self.scrub else list(self.nodes),
+            "nodes_requested": len(self.nodes),
             "request_id": self.request_id,
         }

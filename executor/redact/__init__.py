@@ -7,8 +7,8 @@ offline validator in :mod:`novaops.client.bundle.detectors`.
 
 from __future__ import annotations
 
+from novaops.client.bundle.pseudonyms import PseudonymMaps
 from novaops.executor.redact.hostids import HostIdentifiers, host_identifiers, name_forms
-from novaops.executor.redact.pseudonyms import PseudonymMaps
 from novaops.executor.redact.redactor import Redactor
 
 __all__ = ["HostIdentifiers", "PseudonymMaps", "Redactor", "host_identifiers", "name_forms"]

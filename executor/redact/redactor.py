@@ -40,7 +40,7 @@ from novaops.client.bundle.detectors import (
     find_secrets_in,
     marker,
 )
-from novaops.executor.redact.pseudonyms import PseudonymMaps
+from novaops.client.bundle.pseudonyms import PseudonymMaps
 
 DEFAULT_MAX_LINE = 1024 * 1024
 DEFAULT_BLOCK_SIZE = 1024 * 1024

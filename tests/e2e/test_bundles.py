@@ -72,7 +72,11 @@ def test_scrubbed_bundle_validates_and_extracts(three: DevCluster, tmp_path: Pat
     inspected = novaops("support", "bundle", "inspect", str(archive), "--format", "json")
     assert inspected.returncode == 0, inspected.stderr
     report = json.loads(inspected.stdout)
-    node1 = next(n for n in report["nodes"] if n["node"] == "node-1")
+    # Scrubbed: nodes are named by their pseudonyms; the real names are in the map only.
+    pseudonym = json.loads(map_path.read_text())["hostname"]["node-1"]
+    assert pseudonym != "node-1"
+    assert not any(b"node-1" in t for t in texts)
+    node1 = next(n for n in report["nodes"] if n["node"] == pseudonym)
     assert any("crashed" in c["message"] for c in node1["failing_checks"])
     assert sum(node1["redactions"].values()) > 0
 

@@ -16,9 +16,9 @@ from novaops.client.bundle.detectors import (
     secret_kind_for_key,
     secret_lines,
 )
+from novaops.client.bundle.pseudonyms import PseudonymMaps
 from novaops.executor.redact import Redactor
 from novaops.executor.redact.hostids import parse_hosts, parse_passwd
-from novaops.executor.redact.pseudonyms import PseudonymMaps
 
 KEY = b"bundle-key-0123456789abcdef"
 
