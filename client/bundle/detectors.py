@@ -27,7 +27,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from novaops.client.bundle.hits import Hit
+from novaops.client.bundle.hits import Hit, lines_at
 from novaops.client.bundle.identifiers import (
     IDENTIFIER_KINDS,
     PSEUDO_DOMAIN_PREFIX,
@@ -441,17 +441,7 @@ def secret_lines(text: str, low: str | None = None) -> list[tuple[int, int]]:
     gates, target = (_LOWER_GATES, low) if len(low) == len(text) else (_LOWER_GATES_I, text)
     positions = [m.start() for gate in gates for m in gate.finditer(target)]
     positions += [m.start() for gate in _CASED_GATES for m in gate.finditer(text)]
-    lines: list[tuple[int, int]] = []
-    end = -1
-    for position in sorted(positions):
-        if position <= end:
-            continue
-        start = text.rfind("\n", 0, position) + 1
-        end = text.find("\n", position)
-        if end < 0:
-            end = len(text)
-        lines.append((start, end))
-    return lines
+    return lines_at(text, positions)
 
 
 def find_secrets_in(text: str, low: str | None = None) -> list[Hit]:

@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from novaops.client.bundle.hits import Hit
+from novaops.client.bundle.hits import Hit, lines_at
 
 # Pseudonym shapes. The executor renders pseudonyms inside these ranges and the
 # detectors treat anything inside them as already redacted. Each range is
@@ -603,7 +603,7 @@ class IdentifierDetector:
         found: list[tuple[int, int, str, str]] = []
         position = 0
         non_ascii = [m.start() for m in _NON_ASCII_RE.finditer(text)]
-        for line_start, line_end in _lines_at(text, non_ascii):
+        for line_start, line_end in lines_at(text, non_ascii):
             if line_start > position:
                 found += _shifted(self.spans(text[position:line_start]), position)
             found += _shifted(self.reference_spans(text[line_start:line_end]), line_start)
@@ -912,18 +912,3 @@ def _shifted(
     spans: list[tuple[int, int, str, str]], offset: int
 ) -> list[tuple[int, int, str, str]]:
     return [(s + offset, e + offset, kind, value) for s, e, kind, value in spans]
-
-
-def _lines_at(text: str, positions: list[int]) -> list[tuple[int, int]]:
-    """The [start, end) of every line holding one of positions (end excludes the newline)."""
-    lines: list[tuple[int, int]] = []
-    end = -1
-    for position in sorted(positions):
-        if position <= end:
-            continue
-        start = text.rfind("\n", 0, position) + 1
-        end = text.find("\n", position)
-        if end < 0:
-            end = len(text)
-        lines.append((start, end))
-    return lines
