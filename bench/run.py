@@ -143,8 +143,26 @@ def table(figures: list[Figure], floor: Figure) -> str:
     return "\n".join(rows)
 
 
+# Before each benchmark: wait (up to QUIET_MAX_SECONDS) until the 1-minute load
+# average is below QUIET_LOAD, so a benchmark does not measure the previous one's
+# teardown (50 executor processes exiting, say).
+QUIET_LOAD = 0.5
+QUIET_MAX_SECONDS = 120.0
+
+
+def wait_for_quiet() -> float:
+    """Seconds waited for the machine to settle; the load average is printed."""
+    start = time.perf_counter()
+    while os.getloadavg()[0] >= QUIET_LOAD and time.perf_counter() - start < QUIET_MAX_SECONDS:
+        time.sleep(2)
+    waited = time.perf_counter() - start
+    print(f"bench: load {os.getloadavg()[0]:.2f} after waiting {waited:.0f}s", flush=True)
+    return waited
+
+
 def section(title: str, produce: Callable[[], str]) -> str:
     """One benchmark's markdown; a benchmark that fails says so instead of aborting the run."""
+    wait_for_quiet()
     start = time.perf_counter()
     try:
         body = produce()
