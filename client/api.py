@@ -332,14 +332,19 @@ class NovaopsClient:
             selector=common_pb2.NodeSelector(all=all_nodes, nodes=names),
             deadlines=common_pb2.FanoutDeadlines(per_node_ms=per_node_ms, overall_ms=overall_ms),
             diagnose=inner,
+            batched=True,
         )
         timeout = self._stream_timeout(overall_ms)
         for item in self._stream(
             controller_pb2_grpc.FleetServiceStub, "Diagnose", request, timeout
         ):
-            if item.HasField("error"):
+            which = item.WhichOneof("result")
+            if which == "checks":
+                for check in item.checks.results:
+                    yield Check.from_proto(check)
+            elif which == "error":
                 yield NodeFailure.from_proto(item.error)
-            else:
+            elif which == "check":  # a controller that does not batch yet
                 yield Check.from_proto(item.check)
 
     def vm_stats(self, vm: str, node: str = "") -> VmStatsView:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -93,6 +93,36 @@ async def fan_out(
 
     At most ``queue_size`` results wait for the reader (plus one per node being
     put); big items such as bundle chunks want a small queue."""
+    async with contextlib.aclosing(
+        fan_out_batches(
+            targets,
+            call,
+            per_node=per_node,
+            overall=overall,
+            skip_down=skip_down,
+            now=now,
+            queue_size=queue_size,
+        )
+    ) as batches:
+        async for batch in batches:
+            for outcome in batch:
+                yield outcome
+
+
+async def fan_out_batches(
+    targets: Sequence[FanoutTarget],
+    call: NodeCall[T],
+    *,
+    per_node: float,
+    overall: float,
+    skip_down: bool = True,
+    now: Callable[[], float] = time.monotonic,
+    queue_size: int = QUEUE_SIZE,
+) -> AsyncGenerator[list[NodeOutcome[T]], None]:
+    """:func:`fan_out`, yielding every outcome waiting at each turn together (never
+    an empty list; at most ``queue_size`` plus one per node at once): a reader
+    that sends each list as one message sends few messages on a large fleet
+    while still streaming what arrives."""
     queue: asyncio.Queue[NodeOutcome[T] | _Done] = asyncio.Queue(queue_size)
     overall_deadline = now() + overall
     finished: set[str] = set()  # nodes whose completion marker was consumed
@@ -130,51 +160,68 @@ async def fan_out(
         finally:
             await queue.put(_Done(target.name))
 
+    def take_waiting(batch: list[NodeOutcome[T]]) -> list[NodeOutcome[T]]:
+        while not queue.empty():
+            outcome = queue.get_nowait()
+            if isinstance(outcome, _Done):
+                finished.add(outcome.node)
+            else:
+                batch.append(outcome)
+        return batch
+
     live: list[FanoutTarget] = []
+    down: list[NodeOutcome[T]] = []
     for target in targets:
         if skip_down and not target.up:
-            yield NodeOutcome(
-                target.name,
-                error=node_error(
+            down.append(
+                NodeOutcome(
                     target.name,
-                    common_pb2.NODE_ERROR_KIND_DOWN,
-                    f"node {target.name} is down (missed heartbeats); not contacted",
-                ),
+                    error=node_error(
+                        target.name,
+                        common_pb2.NODE_ERROR_KIND_DOWN,
+                        f"node {target.name} is down (missed heartbeats); not contacted",
+                    ),
+                )
             )
         else:
             live.append(target)
+    if down:
+        yield down
     tasks = [asyncio.create_task(run(t), name=f"fanout-{t.name}") for t in live]
     try:
         while len(finished) < len(live):
             remaining = overall_deadline - now()
             try:
                 async with asyncio.timeout(max(0.0, remaining)):
-                    outcome = await queue.get()
+                    first = await queue.get()
             except TimeoutError:
                 break
-            if isinstance(outcome, _Done):
-                finished.add(outcome.node)
+            batch: list[NodeOutcome[T]] = []
+            if isinstance(first, _Done):
+                finished.add(first.node)
             else:
-                yield outcome
+                batch.append(first)
+            take_waiting(batch)
+            if batch:
+                yield batch
         # Past the overall deadline: hand over what already arrived, then name
         # every node that did not finish.
-        while not queue.empty():
-            outcome = queue.get_nowait()
-            if isinstance(outcome, _Done):
-                finished.add(outcome.node)
-            else:
-                yield outcome
+        late = take_waiting([])
         for target in live:
             if target.name not in finished:
-                yield NodeOutcome(
-                    target.name,
-                    error=node_error(
+                late.append(
+                    NodeOutcome(
                         target.name,
-                        common_pb2.NODE_ERROR_KIND_DEADLINE_EXCEEDED,
-                        f"node {target.name} did not finish within the overall deadline "
-                        f"({overall:.1f}s)",
-                    ),
+                        error=node_error(
+                            target.name,
+                            common_pb2.NODE_ERROR_KIND_DEADLINE_EXCEEDED,
+                            f"node {target.name} did not finish within the overall deadline "
+                            f"({overall:.1f}s)",
+                        ),
+                    )
                 )
+        if late:
+            yield late
     finally:
         for task in tasks:
             task.cancel()

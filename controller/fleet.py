@@ -14,11 +14,12 @@ fence and outcome (success | partial | failure, as in novaops_recovery_total).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -39,6 +40,7 @@ from novaops.controller.fanout import (
     NodeOutcome,
     error_from_rpc,
     fan_out,
+    fan_out_batches,
     first_result,
 )
 from novaops.controller.metrics import BUNDLES_GENERATED
@@ -53,6 +55,9 @@ BUNDLE_NODE_DEADLINE_MS = 10 * 60 * 1000
 BUNDLE_QUEUE_CHUNKS = 8
 BUNDLE_OVERALL_DEADLINE_MS = 15 * 60 * 1000
 NO_REASON = "no reason given"
+# A batched DiagnoseResult carries at most about this many bytes of results
+# (gRPC refuses messages over 4 MiB by default).
+DIAGNOSE_BATCH_BYTES = 1 << 20
 
 
 def recovery_outcome(steps: list[executor_pb2.RecoveryStep]) -> str:
@@ -78,19 +83,36 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
         call: NodeCall[T],
         queue_size: int = QUEUE_SIZE,
     ) -> AsyncIterator[NodeOutcome[T]]:
+        async with contextlib.aclosing(
+            self._fan_out_batches(context, selector, deadlines, call, queue_size)
+        ) as batches:
+            async for batch in batches:
+                for outcome in batch:
+                    yield outcome
+
+    async def _fan_out_batches(
+        self,
+        context: AioContext,
+        selector: common_pb2.NodeSelector,
+        deadlines: common_pb2.FanoutDeadlines,
+        call: NodeCall[T],
+        queue_size: int = QUEUE_SIZE,
+    ) -> AsyncGenerator[list[NodeOutcome[T]], None]:
         try:
             records = await self.ctx.store.list_nodes()
         except StoreError as exc:
             await store_call_failed(context, exc)
         targets, unknown = select_targets(records, selector)
-        for error in unknown:
-            yield NodeOutcome(error.node, error=error)
+        if unknown:
+            yield [NodeOutcome(error.node, error=error) for error in unknown]
         per_node = (deadlines.per_node_ms or self.ctx.config.per_node_ms) / 1000
         overall = (deadlines.overall_ms or self.ctx.config.overall_ms) / 1000
-        async for outcome in fan_out(
+        batches = fan_out_batches(
             targets, call, per_node=per_node, overall=overall, queue_size=queue_size
-        ):
-            yield outcome
+        )
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
 
     async def _leader_term(self, context: AioContext, what: str) -> LeaderTerm:
         """This replica's leader term, or abort FAILED_PRECONDITION naming the leader."""
@@ -343,16 +365,18 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             )
         inner = request.diagnose
 
-        def call(target: FanoutTarget, timeout: float) -> AsyncIterator[common_pb2.CheckResult]:
-            stream: AsyncIterator[common_pb2.CheckResult]
+        def call(
+            target: FanoutTarget, timeout: float
+        ) -> AsyncIterator[common_pb2.CheckResultBatch]:
+            stream: AsyncIterator[common_pb2.CheckResultBatch]
             stream = self.ctx.executors.stub(target.address).Diagnose(inner, timeout=timeout)
             return stream
 
-        async for outcome in self._fan_out(context, selector, deadlines, call):
-            if outcome.error is not None:
-                yield controller_pb2.DiagnoseResult(error=outcome.error)
-            elif outcome.result is not None:
-                yield controller_pb2.DiagnoseResult(check=outcome.result)
+        batches = self._fan_out_batches(context, selector, deadlines, call)
+        async with contextlib.aclosing(batches):
+            async for outcomes in batches:
+                for message in diagnose_messages(outcomes, batched=request.batched):
+                    yield message
 
     async def ListVms(
         self, request: controller_pb2.FleetInventoryRequest, context: AioContext
@@ -473,6 +497,40 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             f"{len(ok)} node(s) ok, {len(failed)} failed",
             attributes={"request_id": inner.request_id, "outcome": outcome_label},
         )
+
+
+def diagnose_messages(
+    outcomes: list[NodeOutcome[common_pb2.CheckResultBatch]], *, batched: bool
+) -> Iterator[controller_pb2.DiagnoseResult]:
+    """The DiagnoseResult messages for outcomes that arrived together, in their
+    order: one message per result and per error; or, batched, the results
+    together in ``checks`` batches of at most about DIAGNOSE_BATCH_BYTES, each
+    error between them where it came."""
+    if not batched:
+        for outcome in outcomes:
+            if outcome.error is not None:
+                yield controller_pb2.DiagnoseResult(error=outcome.error)
+            elif outcome.result is not None:
+                for check in outcome.result.results:
+                    yield controller_pb2.DiagnoseResult(check=check)
+        return
+    pending = controller_pb2.DiagnoseResult()
+    size = 0
+    for outcome in outcomes:
+        if outcome.error is not None:
+            if size:
+                yield pending
+                pending, size = controller_pb2.DiagnoseResult(), 0
+            yield controller_pb2.DiagnoseResult(error=outcome.error)
+        elif outcome.result is not None and outcome.result.results:
+            grows = outcome.result.ByteSize()
+            if size and size + grows > DIAGNOSE_BATCH_BYTES:
+                yield pending
+                pending, size = controller_pb2.DiagnoseResult(), 0
+            pending.checks.MergeFrom(outcome.result)
+            size += grows
+    if size:
+        yield pending
 
 
 def _bundle_error_naming(

@@ -19,6 +19,9 @@ What callers may rely on:
   ``wait`` seconds only while there has been no run at all.
 * Each run's results get their event ids once, so every answer built from the
   same run names the same ids.
+* :meth:`HealthMonitor.adopt` takes a run made elsewhere (``diag host`` runs the
+  health parts too) as the last run when it is the newest; the background runs
+  then wait ``min_interval`` from it.
 """
 
 from __future__ import annotations
@@ -118,8 +121,22 @@ class HealthMonitor:
         results = await self._run_checks()
         count_degraded_controls(results)
         run = CheckRun(tuple((r, uuid.uuid4().hex) for r in results), self._now(), started)
-        self._last = run
+        if self._last is None or self._last.started_monotonic <= started:
+            self._last = run  # else a diag host that started later was adopted meanwhile
         return run
+
+    def adopt(self, results: Sequence[CheckResult], started_monotonic: float) -> None:
+        """Take the results of health checks run elsewhere (the health parts of a
+        ``diag host``) as the last run, unless a run started later is already
+        known. The next background run is then due ``min_interval`` after them:
+        the same checks are not run again moments later."""
+        last = self._last
+        if last is not None and last.started_monotonic >= started_monotonic:
+            return
+        count_degraded_controls(results)
+        self._last = CheckRun(
+            tuple((r, uuid.uuid4().hex) for r in results), self._now(), started_monotonic
+        )
 
     async def run_checks(self) -> CheckRun:
         """Run the checks now (or join the run in flight) and cache the result."""

@@ -40,10 +40,11 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.client.tls import AioContext, peer_identity
 from novaops.executor.bundle_service import BundleRequestError, BundleService
-from novaops.executor.checks.model import to_proto
+from novaops.executor.checks.model import CheckResult, to_proto
 from novaops.executor.checks.runner import (
+    HEALTH_PARTS,
     DiagnoseTarget,
-    run_diagnose,
+    run_diagnose_batches,
     run_health_checks,
 )
 from novaops.executor.checks.sources import CheckSources
@@ -234,6 +235,14 @@ async def heartbeat_health(ctx: ExecutorContext, timeout: float) -> HealthVerdic
     )
 
 
+def _adopt_health_parts(
+    monitor: HealthMonitor, by_part: dict[str, list[CheckResult]], started: float
+) -> None:
+    """A finished ``diag host`` ran every health part: the node's health is those
+    results now, and the background run due next waits from them."""
+    monitor.adopt([r for part in HEALTH_PARTS for r in by_part.get(part, ())], started)
+
+
 def libvirt_check(node: str, facts: common_pb2.HostFacts) -> common_pb2.CheckResult:
     """The "host.libvirt" health check from host facts."""
     result = common_pb2.CheckResult(
@@ -394,7 +403,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
 
     async def Diagnose(
         self, request: executor_pb2.DiagnoseRequest, context: AioContext
-    ) -> AsyncIterator[common_pb2.CheckResult]:
+    ) -> AsyncIterator[common_pb2.CheckResultBatch]:
         await self._admit(context, "Diagnose")
         if self.ctx.checks is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "diagnostics are not configured")
@@ -404,8 +413,13 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         except ValueError as exc:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
             return
-        async for result in run_diagnose(target, self.ctx.checks):
-            yield to_proto(result, self.ctx.node, dt.datetime.now(dt.UTC), uuid.uuid4().hex)
+        monitor = self.ctx.health_monitor()
+        adopt = None if monitor is None else partial(_adopt_health_parts, monitor)
+        async for batch in run_diagnose_batches(target, self.ctx.checks, on_host_parts=adopt):
+            now = dt.datetime.now(dt.UTC)
+            yield common_pb2.CheckResultBatch(
+                results=[to_proto(r, self.ctx.node, now, uuid.uuid4().hex) for r in batch]
+            )
 
     async def Recover(
         self, request: executor_pb2.RecoverRequest, context: AioContext

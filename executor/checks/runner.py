@@ -10,16 +10,19 @@ What callers may rely on:
   thread cannot be killed, so it keeps its worker until the I/O returns — the
   result was already reported as timed out.
 * :func:`run_diagnose` yields results as each part finishes (``diag host`` runs
-  its parts concurrently); :func:`run_health_checks` returns them in the fixed
-  order of :data:`HEALTH_PARTS`.
+  its parts concurrently); :func:`run_diagnose_batches` yields the same results
+  grouped by what finished together (what ``Diagnose`` streams);
+  :func:`run_health_checks` returns them in the fixed order of :data:`HEALTH_PARTS`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from novaops.executor.checks import container, host, leftovers, network, vm
@@ -151,6 +154,29 @@ async def _bounded(
 
 async def run_diagnose(target: DiagnoseTarget, sources: CheckSources) -> AsyncIterator[CheckResult]:
     """Results of ``diag <kind> <name>`` as they become available (see module doc)."""
+    async for batch in run_diagnose_batches(target, sources):
+        for item in batch:
+            yield item
+
+
+HostPartsDone = Callable[[dict[str, list[CheckResult]], float], None]
+"""(results by part, monotonic start) of a ``diag host`` whose every part finished."""
+
+
+async def run_diagnose_batches(
+    target: DiagnoseTarget,
+    sources: CheckSources,
+    *,
+    on_host_parts: HostPartsDone | None = None,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> AsyncIterator[list[CheckResult]]:
+    """:func:`run_diagnose` in batches: each batch holds the results that were
+    ready together (one part's, or every part that finished by the time the
+    consumer asked again); never an empty batch.
+
+    on_host_parts: called once a ``diag host`` has run every part (not when the
+    consumer went away first), with each part's results: the health monitor takes
+    the health parts from there instead of running them again."""
     timeout = sources.timings.per_check
     single = {
         TargetKind.VM: ("vm", _vm),
@@ -159,34 +185,58 @@ async def run_diagnose(target: DiagnoseTarget, sources: CheckSources) -> AsyncIt
     }
     if target.kind in single:
         check_id, part = single[target.kind]
-        for item in await _bounded(check_id, target.name, timeout, part(sources, target.name)):
-            yield item
+        batch = await _bounded(check_id, target.name, timeout, part(sources, target.name))
+        if batch:
+            yield batch
         return
     if target.kind is TargetKind.ALL_VMS:
-        async for item in _every_vm(sources, timeout):
-            yield item
+        async for batch in _every_vm(sources, timeout):
+            yield batch
         return
-    pending = [
-        asyncio.ensure_future(_bounded(check_id, "host", timeout, part(sources)))
+    started = monotonic()
+    tasks: dict[asyncio.Future[list[CheckResult]], str] = {
+        asyncio.ensure_future(_bounded(check_id, "host", timeout, part(sources))): check_id
         for check_id, part in HOST_PARTS.items()
-    ]
+    }
+    by_part: dict[str, list[CheckResult]] = {}
+    async with contextlib.aclosing(_as_ready(list(tasks))) as ready:
+        async for done in ready:
+            batch = []
+            for task in done:
+                results = task.result()
+                by_part[tasks[task]] = results
+                batch.extend(results)
+            if batch:
+                yield batch
+    if on_host_parts is not None:
+        on_host_parts(by_part, started)
+
+
+async def _as_ready(
+    pending: Sequence[asyncio.Future[list[CheckResult]]],
+) -> AsyncGenerator[list[asyncio.Future[list[CheckResult]]], None]:
+    """The futures in groups, as they finish: each group is every future done at
+    that moment, in the order given. Cancels the rest when the consumer stops."""
+    waiting = set(pending)
     try:
-        for finished in asyncio.as_completed(pending):
-            for item in await finished:
-                yield item
+        while waiting:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            done = [f for f in pending if f in waiting and f.done()]
+            waiting.difference_update(done)
+            yield done
     finally:
-        for task in pending:  # the consumer went away (RPC cancelled): stop the rest
-            task.cancel()
+        for future in waiting:  # the consumer went away (RPC cancelled): stop the rest
+            future.cancel()
 
 
-async def _every_vm(sources: CheckSources, timeout: float) -> AsyncIterator[CheckResult]:
+async def _every_vm(sources: CheckSources, timeout: float) -> AsyncIterator[list[CheckResult]]:
     """The vm checks of every domain, at most VM_CONCURRENCY at once, each domain's
     results together as soon as it is done (a domain's checks sample CPU over a
     window, so running them one after another would take domains x window)."""
     try:
         records = await sources.domains.list_domains()
     except LibvirtUnavailable as exc:
-        yield error_result("vm.domain", "", f"cannot list domains: {exc}")
+        yield [error_result("vm.domain", "", f"cannot list domains: {exc}")]
         return
     gate = asyncio.Semaphore(VM_CONCURRENCY)
 
@@ -194,14 +244,14 @@ async def _every_vm(sources: CheckSources, timeout: float) -> AsyncIterator[Chec
         async with gate:
             return await _bounded("vm", name, timeout, _vm(sources, name))
 
-    pending = [asyncio.ensure_future(one(record.name)) for record in records]
-    try:
-        for finished in asyncio.as_completed(pending):
-            for item in await finished:
-                yield item
-    finally:
-        for task in pending:
-            task.cancel()
+    pending: list[asyncio.Future[list[CheckResult]]] = [
+        asyncio.ensure_future(one(record.name)) for record in records
+    ]
+    async with contextlib.aclosing(_as_ready(pending)) as ready:
+        async for done in ready:
+            batch = [item for future in done for item in future.result()]
+            if batch:
+                yield batch
 
 
 async def run_parts(parts: tuple[str, ...], sources: CheckSources) -> list[CheckResult]:

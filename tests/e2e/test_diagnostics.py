@@ -147,3 +147,36 @@ def test_an_executor_killed_mid_fan_out_is_an_explicit_error(five: DevCluster) -
         after = list(client.diagnose(host=True, all_nodes=True))
     down = [r for r in after if isinstance(r, NodeFailure)]
     assert [(f.node, f.kind) for f in down] == [("node-5", "down")]
+
+
+def test_a_plain_grpc_client_gets_one_result_per_message(five: DevCluster) -> None:
+    """Batching is opt-in: a gRPC client that does not ask for it gets ``check``
+    messages; the library asks and gets ``checks`` batches with the same results."""
+    from novaops.client.config import ClientConfig
+    from novaops.client.tls import secure_channel
+    from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc, executor_pb2
+
+    config = ClientConfig.load(five.config)
+    request = controller_pb2.FleetDiagnoseRequest(
+        # node-5 may have been killed by an earlier test.
+        selector=common_pb2.NodeSelector(nodes=NODES[:4]),
+        diagnose=executor_pb2.DiagnoseRequest(host=True),
+    )
+    channel = secure_channel(config.controllers[0], config.tls)
+    try:
+        stub = controller_pb2_grpc.FleetServiceStub(channel)
+        plain = list(stub.Diagnose(request, timeout=60))
+        request.batched = True
+        batched = list(stub.Diagnose(request, timeout=60))
+    finally:
+        channel.close()
+    assert {m.WhichOneof("result") for m in plain} == {"check"}
+    assert {m.WhichOneof("result") for m in batched} == {"checks"}
+    in_batches = [r for m in batched for r in m.checks.results]
+    assert len(batched) < len(in_batches)  # results travelled together
+
+    def keys(results: list[common_pb2.CheckResult]) -> list[tuple[str, str, str]]:
+        return sorted((r.node, r.check_id, r.target) for r in results)
+
+    assert keys([m.check for m in plain]) == keys(in_batches)
+    assert {r.node for r in in_batches} == set(NODES[:4])

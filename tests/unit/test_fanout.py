@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from novaops.controller.fanout import FanoutTarget, NodeOutcome, fan_out
+from novaops.controller.fanout import FanoutTarget, NodeOutcome, fan_out, fan_out_batches
 from novaops.v1 import common_pb2
 
 
@@ -82,3 +82,43 @@ async def test_many_nodes(count: int) -> None:
     targets = [FanoutTarget(f"n{i}", "x") for i in range(count)]
     outcomes = await collect(targets, per_node=2.0, overall=5.0)
     assert sorted(o.node for o in outcomes) == sorted(t.name for t in targets)
+
+
+async def test_batches_hold_what_waited_together_in_arrival_order() -> None:
+    release = asyncio.Event()
+
+    async def gated(target: FanoutTarget, timeout: float) -> AsyncIterator[str]:
+        if target.name != "first":
+            await release.wait()
+        yield f"{target.name}-1"
+        yield f"{target.name}-2"
+
+    targets = [FanoutTarget("first", "x"), FanoutTarget("down", "x", up=False)]
+    targets += [FanoutTarget(f"n{i}", "x") for i in range(5)]
+    batches: list[list[NodeOutcome[str]]] = []
+    async for batch in fan_out_batches(targets, gated, per_node=2.0, overall=5.0):
+        assert batch, "an empty batch is never yielded"
+        batches.append(batch)
+        release.set()
+    # The down node comes first, alone; the rest arrive in few batches.
+    assert [o.node for o in batches[0]] == ["down"] and batches[0][0].error is not None
+    flat = [o for b in batches[1:] for o in b]
+    assert sorted(o.result for o in flat if o.result) == sorted(
+        f"{t.name}-{i}" for t in targets if t.up for i in (1, 2)
+    )
+    for name in ["first"] + [f"n{i}" for i in range(5)]:
+        assert [o.result for o in flat if o.node == name] == [f"{name}-1", f"{name}-2"]
+    assert len(batches) < 1 + len(flat)  # some outcomes travelled together
+
+
+async def test_batches_never_exceed_the_queue() -> None:
+    async def chatty(target: FanoutTarget, timeout: float) -> AsyncIterator[int]:
+        for i in range(50):
+            yield i
+
+    targets = [FanoutTarget(f"n{i}", "x") for i in range(20)]
+    seen = 0
+    async for batch in fan_out_batches(targets, chatty, per_node=2.0, overall=5.0, queue_size=8):
+        assert 1 <= len(batch) <= 8
+        seen += len(batch)
+    assert seen == 20 * 50

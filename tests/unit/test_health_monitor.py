@@ -99,3 +99,44 @@ async def test_close_cancels_a_run_in_flight() -> None:
     assert await monitor.latest(wait=0.0) is None
     await monitor.close()
     assert monitor.last is None
+
+
+async def test_adopted_diag_host_results_postpone_the_next_background_run() -> None:
+    checks = Checks()
+    now = [100.0]
+    monitor = HealthMonitor(checks, min_interval=5.0, monotonic=lambda: now[0])
+    checks.release.set()
+    first = await monitor.run_checks()
+    assert checks.started == 1 and first.failing == ("host.orphans",)
+    # A diag host that started at 103 ran the same parts: its results are the health.
+    monitor.adopt([result("host.orphans", Status.OK)], started_monotonic=103.0)
+    adopted = monitor.last
+    assert adopted is not None and adopted.failing == () and adopted.started_monotonic == 103.0
+    # 5 s after the first run but not after the adopted one: no new run.
+    now[0] = 106.0
+    assert await monitor.latest(wait=1.0) is adopted
+    await asyncio.sleep(0)
+    assert checks.started == 1
+    # Results older than the last run are not taken.
+    monitor.adopt([result("host.orphans", Status.FAIL)], started_monotonic=101.0)
+    assert monitor.last is adopted
+    # Past the interval from the adopted run, the background run starts again.
+    now[0] = 108.5
+    await monitor.latest(wait=1.0)
+    await asyncio.sleep(0)
+    assert checks.started == 2
+    await monitor.close()
+
+
+async def test_a_background_run_older_than_an_adopted_one_does_not_replace_it() -> None:
+    checks = Checks()
+    now = [100.0]
+    monitor = HealthMonitor(checks, min_interval=5.0, monotonic=lambda: now[0])
+    running = asyncio.ensure_future(monitor.run_checks())  # starts at 100
+    await asyncio.sleep(0)
+    monitor.adopt([result("host.orphans", Status.OK)], started_monotonic=101.0)
+    checks.release.set()
+    background = await running
+    assert background.failing == ("host.orphans",)
+    last = monitor.last
+    assert last is not None and last.started_monotonic == 101.0 and last.failing == ()

@@ -23,7 +23,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 
 
 DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x17novaops/v1/common.proto\x12\nnovaops.v1\x1a\x1fgoogle/protobuf/timestamp.proto"f\n\tNodeError\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.novaops.v1.NodeErrorKind\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tgrpc_code\x18\x04 \x01(\t"*\n\x0cNodeSelector\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05nodes\x18\x02 \x03(\t":\n\x0f\x46\x61noutDeadlines\x12\x13\n\x0bper_node_ms\x18\x01 \x01(\r\x12\x12\n\noverall_ms\x18\x02 \x01(\r"7\n\x0fRemediationStep\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t"\xd6\x02\n\x0b\x43heckResult\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08\x63heck_id\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.novaops.v1.CheckStatus\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x37\n\x08\x65vidence\x18\x06 \x03(\x0b\x32%.novaops.v1.CheckResult.EvidenceEntry\x12\x30\n\x0bremediation\x18\x07 \x03(\x0b\x32\x1b.novaops.v1.RemediationStep\x12/\n\x0bobserved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\t \x01(\t\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"\xe0\x02\n\tHostFacts\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\x12\x12\n\nvirt_flags\x18\x04 \x03(\t\x12\x13\n\x0bkvm_present\x18\x05 \x01(\x08\x12\x16\n\x0ekvm_accessible\x18\x06 \x01(\x08\x12\x16\n\x0e\x63group_backend\x18\x07 \x01(\t\x12\x19\n\x11libvirt_reachable\x18\x08 \x01(\x08\x12\x17\n\x0flibvirt_version\x18\t \x01(\t\x12\x12\n\nhypervisor\x18\n \x01(\t\x12\x13\n\x0blibvirt_uri\x18\x0b \x01(\t\x12\x15\n\rlibvirt_error\x18\x0c \x01(\t\x12\x11\n\tcpu_count\x18\r \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12-\n\tboot_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp"\xc4\x01\n\x06\x44omain\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.novaops.v1.DomainState\x12\x14\n\x0cstate_reason\x18\x04 \x01(\t\x12\r\n\x05vcpus\x18\x05 \x01(\r\x12\x12\n\nmemory_kib\x18\x06 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x04\x12\x12\n\npersistent\x18\x08 \x01(\x08\x12\x11\n\tautostart\x18\t \x01(\x08"x\n\tInventory\x12#\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x12.novaops.v1.Domain\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlibvirt_error\x18\x03 \x01(\t"\xd4\x01\n\x10QuarantineRecord\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12,\n\x06source\x18\x04 \x01(\x0e\x32\x1c.novaops.v1.QuarantineSource\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x63\x61uses\x18\x06 \x03(\x0b\x32\x17.novaops.v1.CheckResult\x12\x11\n\tevent_ids\x18\x07 \x03(\t"\x85\x02\n\x16QuarantineHistoryEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12,\n\x06source\x18\x06 \x01(\x0e\x32\x1c.novaops.v1.QuarantineSource\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66orced\x18\x08 \x01(\x08\x12\x11\n\tevent_ids\x18\t \x03(\t\x12\r\n\x05hooks\x18\n \x01(\t\x12\x14\n\x0chook_results\x18\x0b \x03(\t*O\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rNODE_STATE_UP\x10\x01\x12\x13\n\x0fNODE_STATE_DOWN\x10\x02*\x86\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x15\n\x11\x43HECK_STATUS_WARN\x10\x02\x12\x15\n\x11\x43HECK_STATUS_FAIL\x10\x03\x12\x16\n\x12\x43HECK_STATUS_ERROR\x10\x04*\x84\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x02\x12\x1d\n\x19HEALTH_STATUS_QUARANTINED\x10\x03*o\n\x10QuarantineSource\x12!\n\x1dQUARANTINE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18QUARANTINE_SOURCE_MANUAL\x10\x01\x12\x1a\n\x16QUARANTINE_SOURCE_AUTO\x10\x02*\xf1\x01\n\rNodeErrorKind\x12\x1f\n\x1bNODE_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNODE_ERROR_KIND_UNREACHABLE\x10\x01\x12%\n!NODE_ERROR_KIND_DEADLINE_EXCEEDED\x10\x02\x12\x1a\n\x16NODE_ERROR_KIND_FAILED\x10\x03\x12\x18\n\x14NODE_ERROR_KIND_DOWN\x10\x04\x12 \n\x1cNODE_ERROR_KIND_UNKNOWN_NODE\x10\x05\x12\x1f\n\x1bNODE_ERROR_KIND_QUARANTINED\x10\x06*\xff\x01\n\x0b\x44omainState\x12\x1c\n\x18\x44OMAIN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44OMAIN_STATE_RUNNING\x10\x01\x12\x18\n\x14\x44OMAIN_STATE_BLOCKED\x10\x02\x12\x17\n\x13\x44OMAIN_STATE_PAUSED\x10\x03\x12\x19\n\x15\x44OMAIN_STATE_SHUTDOWN\x10\x04\x12\x18\n\x14\x44OMAIN_STATE_SHUTOFF\x10\x05\x12\x18\n\x14\x44OMAIN_STATE_CRASHED\x10\x06\x12\x1c\n\x18\x44OMAIN_STATE_PMSUSPENDED\x10\x07\x12\x18\n\x14\x44OMAIN_STATE_NOSTATE\x10\x08\x62\x06proto3'
+    b'\n\x17novaops/v1/common.proto\x12\nnovaops.v1\x1a\x1fgoogle/protobuf/timestamp.proto"f\n\tNodeError\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.novaops.v1.NodeErrorKind\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x11\n\tgrpc_code\x18\x04 \x01(\t"*\n\x0cNodeSelector\x12\x0b\n\x03\x61ll\x18\x01 \x01(\x08\x12\r\n\x05nodes\x18\x02 \x03(\t":\n\x0f\x46\x61noutDeadlines\x12\x13\n\x0bper_node_ms\x18\x01 \x01(\r\x12\x12\n\noverall_ms\x18\x02 \x01(\r"7\n\x0fRemediationStep\x12\x13\n\x0b\x64\x65scription\x18\x01 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x02 \x01(\t"\xd6\x02\n\x0b\x43heckResult\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x10\n\x08\x63heck_id\x18\x02 \x01(\t\x12\x0e\n\x06target\x18\x03 \x01(\t\x12\'\n\x06status\x18\x04 \x01(\x0e\x32\x17.novaops.v1.CheckStatus\x12\x0f\n\x07summary\x18\x05 \x01(\t\x12\x37\n\x08\x65vidence\x18\x06 \x03(\x0b\x32%.novaops.v1.CheckResult.EvidenceEntry\x12\x30\n\x0bremediation\x18\x07 \x03(\x0b\x32\x1b.novaops.v1.RemediationStep\x12/\n\x0bobserved_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65vent_id\x18\t \x01(\t\x1a/\n\rEvidenceEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01"<\n\x10\x43heckResultBatch\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.novaops.v1.CheckResult"\xe0\x02\n\tHostFacts\x12\x10\n\x08hostname\x18\x01 \x01(\t\x12\x0e\n\x06kernel\x18\x02 \x01(\t\x12\x0c\n\x04\x61rch\x18\x03 \x01(\t\x12\x12\n\nvirt_flags\x18\x04 \x03(\t\x12\x13\n\x0bkvm_present\x18\x05 \x01(\x08\x12\x16\n\x0ekvm_accessible\x18\x06 \x01(\x08\x12\x16\n\x0e\x63group_backend\x18\x07 \x01(\t\x12\x19\n\x11libvirt_reachable\x18\x08 \x01(\x08\x12\x17\n\x0flibvirt_version\x18\t \x01(\t\x12\x12\n\nhypervisor\x18\n \x01(\t\x12\x13\n\x0blibvirt_uri\x18\x0b \x01(\t\x12\x15\n\rlibvirt_error\x18\x0c \x01(\t\x12\x11\n\tcpu_count\x18\r \x01(\r\x12\x14\n\x0cmemory_bytes\x18\x0e \x01(\x04\x12-\n\tboot_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp"\xc4\x01\n\x06\x44omain\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04uuid\x18\x02 \x01(\t\x12&\n\x05state\x18\x03 \x01(\x0e\x32\x17.novaops.v1.DomainState\x12\x14\n\x0cstate_reason\x18\x04 \x01(\t\x12\r\n\x05vcpus\x18\x05 \x01(\r\x12\x12\n\nmemory_kib\x18\x06 \x01(\x04\x12\x16\n\x0euptime_seconds\x18\x07 \x01(\x04\x12\x12\n\npersistent\x18\x08 \x01(\x08\x12\x11\n\tautostart\x18\t \x01(\x08"x\n\tInventory\x12#\n\x07\x64omains\x18\x01 \x03(\x0b\x32\x12.novaops.v1.Domain\x12/\n\x0bobserved_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rlibvirt_error\x18\x03 \x01(\t"\xd4\x01\n\x10QuarantineRecord\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x03 \x01(\t\x12,\n\x06source\x18\x04 \x01(\x0e\x32\x1c.novaops.v1.QuarantineSource\x12)\n\x05since\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06\x63\x61uses\x18\x06 \x03(\x0b\x32\x17.novaops.v1.CheckResult\x12\x11\n\tevent_ids\x18\x07 \x03(\t"\x85\x02\n\x16QuarantineHistoryEntry\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\r\n\x05\x61\x63tor\x18\x05 \x01(\t\x12,\n\x06source\x18\x06 \x01(\x0e\x32\x1c.novaops.v1.QuarantineSource\x12&\n\x02\x61t\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x66orced\x18\x08 \x01(\x08\x12\x11\n\tevent_ids\x18\t \x03(\t\x12\r\n\x05hooks\x18\n \x01(\t\x12\x14\n\x0chook_results\x18\x0b \x03(\t*O\n\tNodeState\x12\x1a\n\x16NODE_STATE_UNSPECIFIED\x10\x00\x12\x11\n\rNODE_STATE_UP\x10\x01\x12\x13\n\x0fNODE_STATE_DOWN\x10\x02*\x86\x01\n\x0b\x43heckStatus\x12\x1c\n\x18\x43HECK_STATUS_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43HECK_STATUS_OK\x10\x01\x12\x15\n\x11\x43HECK_STATUS_WARN\x10\x02\x12\x15\n\x11\x43HECK_STATUS_FAIL\x10\x03\x12\x16\n\x12\x43HECK_STATUS_ERROR\x10\x04*\x84\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_HEALTHY\x10\x01\x12\x1b\n\x17HEALTH_STATUS_UNHEALTHY\x10\x02\x12\x1d\n\x19HEALTH_STATUS_QUARANTINED\x10\x03*o\n\x10QuarantineSource\x12!\n\x1dQUARANTINE_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18QUARANTINE_SOURCE_MANUAL\x10\x01\x12\x1a\n\x16QUARANTINE_SOURCE_AUTO\x10\x02*\xf1\x01\n\rNodeErrorKind\x12\x1f\n\x1bNODE_ERROR_KIND_UNSPECIFIED\x10\x00\x12\x1f\n\x1bNODE_ERROR_KIND_UNREACHABLE\x10\x01\x12%\n!NODE_ERROR_KIND_DEADLINE_EXCEEDED\x10\x02\x12\x1a\n\x16NODE_ERROR_KIND_FAILED\x10\x03\x12\x18\n\x14NODE_ERROR_KIND_DOWN\x10\x04\x12 \n\x1cNODE_ERROR_KIND_UNKNOWN_NODE\x10\x05\x12\x1f\n\x1bNODE_ERROR_KIND_QUARANTINED\x10\x06*\xff\x01\n\x0b\x44omainState\x12\x1c\n\x18\x44OMAIN_STATE_UNSPECIFIED\x10\x00\x12\x18\n\x14\x44OMAIN_STATE_RUNNING\x10\x01\x12\x18\n\x14\x44OMAIN_STATE_BLOCKED\x10\x02\x12\x17\n\x13\x44OMAIN_STATE_PAUSED\x10\x03\x12\x19\n\x15\x44OMAIN_STATE_SHUTDOWN\x10\x04\x12\x18\n\x14\x44OMAIN_STATE_SHUTOFF\x10\x05\x12\x18\n\x14\x44OMAIN_STATE_CRASHED\x10\x06\x12\x1c\n\x18\x44OMAIN_STATE_PMSUSPENDED\x10\x07\x12\x18\n\x14\x44OMAIN_STATE_NOSTATE\x10\x08\x62\x06proto3'
 )
 
 _globals = globals()
@@ -33,18 +33,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
     DESCRIPTOR._loaded_options = None
     _globals["_CHECKRESULT_EVIDENCEENTRY"]._loaded_options = None
     _globals["_CHECKRESULT_EVIDENCEENTRY"]._serialized_options = b"8\001"
-    _globals["_NODESTATE"]._serialized_start = 1837
-    _globals["_NODESTATE"]._serialized_end = 1916
-    _globals["_CHECKSTATUS"]._serialized_start = 1919
-    _globals["_CHECKSTATUS"]._serialized_end = 2053
-    _globals["_HEALTHSTATUS"]._serialized_start = 2056
-    _globals["_HEALTHSTATUS"]._serialized_end = 2188
-    _globals["_QUARANTINESOURCE"]._serialized_start = 2190
-    _globals["_QUARANTINESOURCE"]._serialized_end = 2301
-    _globals["_NODEERRORKIND"]._serialized_start = 2304
-    _globals["_NODEERRORKIND"]._serialized_end = 2545
-    _globals["_DOMAINSTATE"]._serialized_start = 2548
-    _globals["_DOMAINSTATE"]._serialized_end = 2803
+    _globals["_NODESTATE"]._serialized_start = 1899
+    _globals["_NODESTATE"]._serialized_end = 1978
+    _globals["_CHECKSTATUS"]._serialized_start = 1981
+    _globals["_CHECKSTATUS"]._serialized_end = 2115
+    _globals["_HEALTHSTATUS"]._serialized_start = 2118
+    _globals["_HEALTHSTATUS"]._serialized_end = 2250
+    _globals["_QUARANTINESOURCE"]._serialized_start = 2252
+    _globals["_QUARANTINESOURCE"]._serialized_end = 2363
+    _globals["_NODEERRORKIND"]._serialized_start = 2366
+    _globals["_NODEERRORKIND"]._serialized_end = 2607
+    _globals["_DOMAINSTATE"]._serialized_start = 2610
+    _globals["_DOMAINSTATE"]._serialized_end = 2865
     _globals["_NODEERROR"]._serialized_start = 72
     _globals["_NODEERROR"]._serialized_end = 174
     _globals["_NODESELECTOR"]._serialized_start = 176
@@ -57,14 +57,16 @@ if not _descriptor._USE_C_DESCRIPTORS:
     _globals["_CHECKRESULT"]._serialized_end = 680
     _globals["_CHECKRESULT_EVIDENCEENTRY"]._serialized_start = 633
     _globals["_CHECKRESULT_EVIDENCEENTRY"]._serialized_end = 680
-    _globals["_HOSTFACTS"]._serialized_start = 683
-    _globals["_HOSTFACTS"]._serialized_end = 1035
-    _globals["_DOMAIN"]._serialized_start = 1038
-    _globals["_DOMAIN"]._serialized_end = 1234
-    _globals["_INVENTORY"]._serialized_start = 1236
-    _globals["_INVENTORY"]._serialized_end = 1356
-    _globals["_QUARANTINERECORD"]._serialized_start = 1359
-    _globals["_QUARANTINERECORD"]._serialized_end = 1571
-    _globals["_QUARANTINEHISTORYENTRY"]._serialized_start = 1574
-    _globals["_QUARANTINEHISTORYENTRY"]._serialized_end = 1835
+    _globals["_CHECKRESULTBATCH"]._serialized_start = 682
+    _globals["_CHECKRESULTBATCH"]._serialized_end = 742
+    _globals["_HOSTFACTS"]._serialized_start = 745
+    _globals["_HOSTFACTS"]._serialized_end = 1097
+    _globals["_DOMAIN"]._serialized_start = 1100
+    _globals["_DOMAIN"]._serialized_end = 1296
+    _globals["_INVENTORY"]._serialized_start = 1298
+    _globals["_INVENTORY"]._serialized_end = 1418
+    _globals["_QUARANTINERECORD"]._serialized_start = 1421
+    _globals["_QUARANTINERECORD"]._serialized_end = 1633
+    _globals["_QUARANTINEHISTORYENTRY"]._serialized_start = 1636
+    _globals["_QUARANTINEHISTORYENTRY"]._serialized_end = 1897
 # @@protoc_insertion_point(module_scope)

@@ -190,6 +190,14 @@ class CheckResult(_message.Message):
         event_id: _Optional[str] = ...,
     ) -> None: ...
 
+class CheckResultBatch(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[CheckResult]
+    def __init__(
+        self, results: _Optional[_Iterable[_Union[CheckResult, _Mapping]]] = ...
+    ) -> None: ...
+
 class HostFacts(_message.Message):
     __slots__ = (
         "hostname",

@@ -386,30 +386,36 @@ class NodeHealthResult(_message.Message):
     ) -> None: ...
 
 class FleetDiagnoseRequest(_message.Message):
-    __slots__ = ("selector", "deadlines", "diagnose")
+    __slots__ = ("selector", "deadlines", "diagnose", "batched")
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     DEADLINES_FIELD_NUMBER: _ClassVar[int]
     DIAGNOSE_FIELD_NUMBER: _ClassVar[int]
+    BATCHED_FIELD_NUMBER: _ClassVar[int]
     selector: _common_pb2.NodeSelector
     deadlines: _common_pb2.FanoutDeadlines
     diagnose: _executor_pb2.DiagnoseRequest
+    batched: bool
     def __init__(
         self,
         selector: _Optional[_Union[_common_pb2.NodeSelector, _Mapping]] = ...,
         deadlines: _Optional[_Union[_common_pb2.FanoutDeadlines, _Mapping]] = ...,
         diagnose: _Optional[_Union[_executor_pb2.DiagnoseRequest, _Mapping]] = ...,
+        batched: _Optional[bool] = ...,
     ) -> None: ...
 
 class DiagnoseResult(_message.Message):
-    __slots__ = ("check", "error")
+    __slots__ = ("check", "error", "checks")
     CHECK_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
     check: _common_pb2.CheckResult
     error: _common_pb2.NodeError
+    checks: _common_pb2.CheckResultBatch
     def __init__(
         self,
         check: _Optional[_Union[_common_pb2.CheckResult, _Mapping]] = ...,
         error: _Optional[_Union[_common_pb2.NodeError, _Mapping]] = ...,
+        checks: _Optional[_Union[_common_pb2.CheckResultBatch, _Mapping]] = ...,
     ) -> None: ...
 
 class FleetRecoverRequest(_message.Message):

@@ -52,7 +52,7 @@ class ExecutorServiceStub:
         self.Diagnose = channel.unary_stream(
             "/novaops.v1.ExecutorService/Diagnose",
             request_serializer=novaops_dot_v1_dot_executor__pb2.DiagnoseRequest.SerializeToString,
-            response_deserializer=novaops_dot_v1_dot_common__pb2.CheckResult.FromString,
+            response_deserializer=novaops_dot_v1_dot_common__pb2.CheckResultBatch.FromString,
             _registered_method=True,
         )
         self.Recover = channel.unary_stream(
@@ -103,7 +103,10 @@ class ExecutorServiceServicer:
         raise NotImplementedError("Method not implemented!")
 
     def Diagnose(self, request, context):
-        """Runs diagnostic checks and streams each result as it completes."""
+        """Runs diagnostic checks and streams their results as they complete: each
+        message holds the results that were ready at that moment (one check part's,
+        or several parts that finished together).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
@@ -160,7 +163,7 @@ def add_ExecutorServiceServicer_to_server(servicer, server):
         "Diagnose": grpc.unary_stream_rpc_method_handler(
             servicer.Diagnose,
             request_deserializer=novaops_dot_v1_dot_executor__pb2.DiagnoseRequest.FromString,
-            response_serializer=novaops_dot_v1_dot_common__pb2.CheckResult.SerializeToString,
+            response_serializer=novaops_dot_v1_dot_common__pb2.CheckResultBatch.SerializeToString,
         ),
         "Recover": grpc.unary_stream_rpc_method_handler(
             servicer.Recover,
@@ -277,7 +280,7 @@ class ExecutorService:
             target,
             "/novaops.v1.ExecutorService/Diagnose",
             novaops_dot_v1_dot_executor__pb2.DiagnoseRequest.SerializeToString,
-            novaops_dot_v1_dot_common__pb2.CheckResult.FromString,
+            novaops_dot_v1_dot_common__pb2.CheckResultBatch.FromString,
             options,
             channel_credentials,
             insecure,
