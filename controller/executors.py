@@ -12,21 +12,26 @@ from novaops.v1 import common_pb2, executor_pb2_grpc
 
 
 class ExecutorPool:
-    """One cached mTLS channel per executor address (the controller's certificate)."""
+    """One cached mTLS channel, and its stub, per executor address (the
+    controller's certificate). A stub builds a callable per RPC, so it is made
+    once per channel, not once per call."""
 
     def __init__(self, tls: TLSFiles) -> None:
         self._tls = tls
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, executor_pb2_grpc.ExecutorServiceStub] = {}
 
     def stub(self, address: str) -> executor_pb2_grpc.ExecutorServiceStub:
-        channel = self._channels.get(address)
-        if channel is None:
+        stub = self._stubs.get(address)
+        if stub is None:
             channel = secure_aio_channel(address, self._tls)
             self._channels[address] = channel
-        return executor_pb2_grpc.ExecutorServiceStub(channel)
+            stub = self._stubs[address] = executor_pb2_grpc.ExecutorServiceStub(channel)
+        return stub
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
+        self._stubs.clear()
         for channel in channels.values():
             await channel.close(None)
 

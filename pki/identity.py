@@ -9,6 +9,7 @@ with policy, not with re-issued certificates.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -83,6 +84,10 @@ def parse_identity_uri(uri: str) -> Identity:
     return Identity(role, name)
 
 
+# Every RPC names its caller's certificate; parsing it is the costly part of
+# authorizing a call, and a fleet has few distinct certificates. Same bytes, same
+# identity (a failure is not cached).
+@functools.lru_cache(maxsize=4096)
 def identity_from_pem(pem: bytes) -> Identity:
     """The novaops identity of a PEM certificate (the first novaops SAN URI)."""
     from cryptography import x509
