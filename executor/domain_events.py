@@ -37,6 +37,7 @@ from novaops.executor.libvirt_access import (
     RUNNING,
     SHUTDOWN,
     SHUTOFF,
+    DomainStateSource,
     LibvirtGateway,
     LibvirtUnavailable,
     LifecycleSource,
@@ -173,7 +174,8 @@ async def watch_domain_states(
 ) -> None:
     """Record lifecycle events into the ring until stop is set: pushed ones as they
     arrive (when libvirt can push them), polled state changes every ``interval``
-    seconds; libvirt outages are skipped."""
+    seconds; libvirt outages are skipped. The poll reads only states when the
+    gateway is a :class:`DomainStateSource`, whole records otherwise."""
     loop = asyncio.get_running_loop()
     tracker = DomainStateTracker()
 
@@ -188,6 +190,13 @@ async def watch_domain_states(
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody records
             loop.call_soon_threadsafe(on_loop, domain, event, detail)
 
+    states = libvirt if isinstance(libvirt, DomainStateSource) else None
+
+    async def snapshot() -> Snapshot:
+        if states is not None:
+            return await states.domain_states()
+        return {d.name: (d.state, d.reason) for d in await libvirt.list_domains()}
+
     source = libvirt if isinstance(libvirt, LifecycleSource) else None
     if source is not None:
         pushing = await source.add_lifecycle_listener(on_event_thread)
@@ -197,11 +206,11 @@ async def watch_domain_states(
         while not stop.is_set():
             mark = tracker.mark()
             try:
-                domains = await libvirt.list_domains()
+                current: Snapshot | None = await snapshot()
             except LibvirtUnavailable:
-                domains = None
-            if domains is not None:
-                record(tracker.polled({d.name: (d.state, d.reason) for d in domains}, mark))
+                current = None
+            if current is not None:
+                record(tracker.polled(current, mark))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), interval)
     finally:

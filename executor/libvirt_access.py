@@ -252,6 +252,20 @@ class LifecycleSource(Protocol):
         ...
 
 
+# domain -> (virDomainState code, symbolic reason), as list_domains reports them.
+DomainStates = dict[str, tuple[int, str]]
+
+
+@runtime_checkable
+class DomainStateSource(Protocol):
+    """A gateway that reads every domain's state without the rest of its record."""
+
+    async def domain_states(self) -> DomainStates:
+        """Every domain's (state, reason), the same pairs :meth:`LibvirtGateway.list_domains`
+        reports, read far more cheaply. Raises LibvirtUnavailable."""
+        ...
+
+
 class LibvirtGateway(Protocol):
     """The libvirt operations the executor uses."""
 
@@ -333,7 +347,7 @@ class LibvirtConnection:
     """The real gateway on libvirt-python (``libvirt.open(uri)``).
 
     ``host_root`` is where libvirt's pid files are read for uptimes (None: no
-    uptimes). It also implements :class:`LifecycleSource`.
+    uptimes). It also implements :class:`LifecycleSource` and :class:`DomainStateSource`.
     """
 
     def __init__(
@@ -367,6 +381,13 @@ class LibvirtConnection:
             tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
         ] = queue.SimpleQueue()
         self._idle_workers = 0
+        # Set when the driver lacks getAllDomainStats (reset on reconnect).
+        self._no_domain_stats = False
+        self._unsupported_error_codes = {
+            getattr(libvirt, name)
+            for name in ("VIR_ERR_NO_SUPPORT", "VIR_ERR_OPERATION_UNSUPPORTED")
+            if hasattr(libvirt, name)
+        }
         self._connection_error_codes = {
             getattr(libvirt, name)
             for name in (
@@ -483,6 +504,7 @@ class LibvirtConnection:
 
     def _close_locked(self) -> None:
         conn, self._conn = self._conn, None
+        self._no_domain_stats = False  # the next daemon may have it
         callback_id, self._callback_id = self._callback_id, None
         if conn is not None:
             # A registered callback holds a reference on the connection: without
@@ -586,8 +608,48 @@ class LibvirtConnection:
                     raise
         return sorted(records, key=lambda r: r.name)
 
-    def _record(self, dom: Any) -> DomainRecord:
-        state, reason = dom.state(0)
+    async def domain_states(self) -> DomainStates:
+        return await self._call(self._domain_states)
+
+    def _domain_states(self, conn: Any) -> DomainStates:
+        listed = self._state_stats(conn)
+        if listed is None:
+            listed = [(dom, {}) for dom in conn.listAllDomains(0)]
+        states = {}
+        for dom, values in listed:
+            if "state.state" in values:
+                state, reason = values["state.state"], values.get("state.reason", 0)
+            else:  # no stats call, or a driver that left the group out for this domain
+                try:
+                    state, reason = dom.state(0)
+                except self._libvirt.libvirtError as exc:
+                    if exc.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
+                        raise
+                    continue  # it went away between listing and reading it
+            states[dom.name()] = (state, state_reason_name(state, reason))
+        return dict(sorted(states.items()))
+
+    def _state_stats(self, conn: Any) -> list[tuple[Any, dict[str, Any]]] | None:
+        """Every domain with its state stats in one call (one RPC to libvirtd, and
+        no domain job: the state group needs no QEMU monitor), rather than a
+        state() call per domain. None when the driver lacks getAllDomainStats."""
+        if self._no_domain_stats:
+            return None
+        try:
+            return list(conn.getAllDomainStats(self._libvirt.VIR_DOMAIN_STATS_STATE))
+        except self._libvirt.libvirtError as exc:
+            if exc.get_error_code() not in self._unsupported_error_codes:
+                raise
+            self._no_domain_stats = True
+            return None
+
+    def _record(
+        self, dom: Any, state_reason: tuple[int, int] | None = None, *, uptime: bool = True
+    ) -> DomainRecord:
+        """dom as a record; state_reason: its ``dom.state(0)`` already read.
+        ``uptime=False`` leaves uptime_seconds 0 (it costs a file read and a
+        process lookup per active domain)."""
+        state, reason = dom.state(0) if state_reason is None else state_reason
         _, max_mem_kib, _, vcpus, _ = dom.info()
         persistent = dom.isPersistent() == 1
         try:
@@ -595,9 +657,9 @@ class LibvirtConnection:
         except self._libvirt.libvirtError:
             autostart = False  # transient domains have no autostart setting
         name = dom.name()
-        uptime = 0
-        if self._host_root is not None and state in ACTIVE_STATES:
-            uptime = domain_uptime_seconds(self._host_root, name)
+        uptime_seconds = 0
+        if uptime and self._host_root is not None and state in ACTIVE_STATES:
+            uptime_seconds = domain_uptime_seconds(self._host_root, name)
         return DomainRecord(
             name=name,
             uuid=dom.UUIDString(),
@@ -607,7 +669,7 @@ class LibvirtConnection:
             memory_kib=max_mem_kib,
             persistent=persistent,
             autostart=autostart,
-            uptime_seconds=uptime,
+            uptime_seconds=uptime_seconds,
         )
 
     async def domain_counters(self, name: str) -> DomainCounters:
@@ -701,9 +763,10 @@ class FakeDomain:
 
 
 class FakeLibvirt:
-    """In-memory :class:`LibvirtGateway` and :class:`LifecycleSource`. Set ``error``
-    to simulate libvirt being down; :meth:`push_lifecycle` plays a lifecycle event
-    (``pushes_events=False``: a driver without events)."""
+    """In-memory :class:`LibvirtGateway`, :class:`LifecycleSource` and
+    :class:`DomainStateSource`. Set ``error`` to simulate libvirt being down;
+    :meth:`push_lifecycle` plays a lifecycle event (``pushes_events=False``: a
+    driver without events)."""
 
     def __init__(
         self,
@@ -750,6 +813,12 @@ class FakeLibvirt:
             )
             for d in sorted(self.domains.values(), key=lambda d: d.name)
         ]
+
+    async def domain_states(self) -> DomainStates:
+        self._check()
+        return {
+            d.name: (d.state, d.reason) for d in sorted(self.domains.values(), key=lambda d: d.name)
+        }
 
     async def add_lifecycle_listener(self, listener: LifecycleListener) -> bool:
         self.listeners.append(listener)

@@ -24,8 +24,13 @@ from novaops.executor.libvirt_access import (
     PAUSED,
     RUNNING,
     SHUTOFF,
+    DomainCounters,
+    DomainRecord,
     FakeDomain,
     FakeLibvirt,
+    HypervisorInfo,
+    LibvirtGateway,
+    LibvirtUnavailable,
     LifecycleListener,
     lifecycle_event_name,
 )
@@ -261,3 +266,69 @@ def test_the_events_data_file_has_the_recorders_shape() -> None:
         (e["event_id"], e["domain"], e["event"], e["detail"]) for e in doc["evidence"]["events"]
     ]
     assert in_file == recorded
+
+
+class StatesOnlyLibvirt(FakeLibvirt):
+    """A FakeLibvirt whose full listing must not be used by the poll."""
+
+    async def list_domains(self) -> list[DomainRecord]:
+        raise AssertionError("the poll reads domain_states, not full records")
+
+
+class RecordsOnlyLibvirt:
+    """A gateway with list_domains only (no domain_states, no pushed events)."""
+
+    def __init__(self, fake: FakeLibvirt) -> None:
+        self.fake = fake
+        self.listed = 0
+
+    @property
+    def uri(self) -> str:
+        return self.fake.uri
+
+    async def hypervisor_info(self) -> HypervisorInfo:
+        return await self.fake.hypervisor_info()
+
+    async def list_domains(self) -> list[DomainRecord]:
+        self.listed += 1
+        return await self.fake.list_domains()
+
+    async def domain_counters(self, name: str) -> DomainCounters:
+        return await self.fake.domain_counters(name)
+
+    async def close(self) -> None:
+        await self.fake.close()
+
+
+@pytest.mark.parametrize("gateway", ["states", "records"])
+async def test_the_poll_reads_states_when_it_can_and_records_otherwise(gateway: str) -> None:
+    fake = StatesOnlyLibvirt([FakeDomain("web-1", reason="booted")], pushes_events=False)
+    records_only = RecordsOnlyLibvirt(FakeLibvirt([FakeDomain("web-1", reason="booted")]))
+    libvirt: LibvirtGateway = fake if gateway == "states" else records_only
+    domain = fake.domains["web-1"] if gateway == "states" else records_only.fake.domains["web-1"]
+    ring = SignallingRing()
+    stop = asyncio.Event()
+    watch = asyncio.create_task(watch_domain_states(libvirt, ring, stop, interval=0.01))
+    try:
+        await asyncio.sleep(0.05)
+        domain.state, domain.reason = PAUSED, "ioerror"
+        await _until(ring, 1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(watch, 5)
+    assert [(e.domain, e.event, e.detail) for e in ring.recent()] == [
+        ("web-1", "suspended", "ioerror")
+    ]
+    assert (records_only.listed > 0) == (gateway == "records")
+
+
+async def test_fake_domain_states_match_its_list_domains() -> None:
+    fake = FakeLibvirt(
+        [FakeDomain("b", PAUSED, "user"), FakeDomain("a", reason="booted"), FakeDomain("c")]
+    )
+    states = await fake.domain_states()
+    assert states == {d.name: (d.state, d.reason) for d in await fake.list_domains()}
+    assert list(states) == ["a", "b", "c"]
+    fake.error = "libvirt is down"
+    with pytest.raises(LibvirtUnavailable):
+        await fake.domain_states()
