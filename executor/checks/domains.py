@@ -16,15 +16,18 @@ not answer, and ``domain_xml`` raises
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import (
     BLOCKED,
     CRASHED,
+    DEFAULT_CALL_TIMEOUT_SECONDS,
     PAUSED,
     PMSUSPENDED,
     RUNNING,
@@ -74,7 +77,8 @@ class DomainSource(Protocol):
 
     async def domains_with_xml(self, states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
         """Every domain in one of ``states`` with its XML, sorted by name, in one read
-        (a domain that goes away meanwhile is left out)."""
+        (a domain that goes away meanwhile is left out). The records may leave
+        ``uptime_seconds`` 0: callers use it for names and states."""
         ...
 
 
@@ -83,6 +87,17 @@ class LibvirtDomainSource(LibvirtConnection):
 
     Meant to fold into LibvirtConnection once the gateway grows these two reads.
     """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        call_timeout: float = DEFAULT_CALL_TIMEOUT_SECONDS,
+        host_root: HostRoot | None = None,
+    ) -> None:
+        super().__init__(uri, call_timeout=call_timeout, host_root=host_root)
+        # domains_with_xml reads in flight, by states: callers meanwhile share them.
+        self._xml_reads: dict[frozenset[int], asyncio.Task[list[tuple[DomainRecord, str]]]] = {}
 
     async def domain_xml(self, name: str) -> str:
         def read(conn: Any) -> str:
@@ -97,21 +112,50 @@ class LibvirtDomainSource(LibvirtConnection):
         return await self._call(read)
 
     async def domains_with_xml(self, states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
+        """See :meth:`DomainSource.domains_with_xml`; the records' ``uptime_seconds``
+        is 0 (its callers need only the name: uptime costs a pid-file read and a
+        process lookup per domain).
+
+        Single-flight: a call while a read for the same ``states`` is in flight
+        shares that read (the orphan and tap scans of one diagnosis ask at once)
+        instead of starting another; nothing is kept once it completes. Each
+        caller may time out or be cancelled alone: the shared read goes on for
+        the others (and is itself bounded by ``call_timeout``).
+        """
+        loop = asyncio.get_running_loop()
+        shared = self._xml_reads.get(states)
+        if shared is None or shared.get_loop() is not loop:
+            shared = loop.create_task(self._call(functools.partial(self._read_with_xml, states)))
+            self._xml_reads[states] = shared
+            shared.add_done_callback(functools.partial(self._xml_read_done, states))
+        return list(await asyncio.shield(shared))
+
+    def _xml_read_done(
+        self, states: frozenset[int], done: asyncio.Task[list[tuple[DomainRecord, str]]]
+    ) -> None:
+        if self._xml_reads.get(states) is done:
+            del self._xml_reads[states]
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have given up on it
+
+    def _read_with_xml(self, states: frozenset[int], conn: Any) -> list[tuple[DomainRecord, str]]:
         # One trip to the libvirt thread for the whole list: checks that look at
         # every domain's devices (orphans, taps, bridge members) run each round.
-        def read(conn: Any) -> list[tuple[DomainRecord, str]]:
-            found = []
-            for record in self._list_domains(conn):
-                if record.state not in states:
+        # A domain not in states costs its state() call only, and the XML is read
+        # on the domain object in hand (no lookup by name).
+        found = []
+        for dom in conn.listAllDomains(0):
+            try:
+                state_reason = dom.state(0)
+                if state_reason[0] not in states:
                     continue
-                try:
-                    found.append((record, str(conn.lookupByName(record.name).XMLDesc(0))))
-                except self._libvirt.libvirtError as exc:
-                    if exc.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
-                        raise
-            return found
-
-        return await self._call(read)
+                record = self._record(dom, state_reason, uptime=False)
+                found.append((record, str(dom.XMLDesc(0))))
+            except self._libvirt.libvirtError as exc:
+                # The domain went away between listing and reading it.
+                if exc.get_error_code() != self._libvirt.VIR_ERR_NO_DOMAIN:
+                    raise
+        return sorted(found, key=lambda item: item[0].name)
 
 
 class FakeDomainSource:
