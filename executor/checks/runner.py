@@ -169,7 +169,7 @@ async def run_diagnose_batches(
     *,
     on_host_parts: HostPartsDone | None = None,
     monotonic: Callable[[], float] = time.monotonic,
-) -> AsyncIterator[list[CheckResult]]:
+) -> AsyncGenerator[list[CheckResult], None]:
     """:func:`run_diagnose` in batches: each batch holds the results that were
     ready together (one part's, or every part that finished by the time the
     consumer asked again); never an empty batch.
