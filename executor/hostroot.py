@@ -33,6 +33,7 @@ import os
 import stat
 import sys
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
 # Enough for any /proc or config file we read; bounds memory if a host file is huge.
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
@@ -46,6 +47,8 @@ class HostPathError(PermissionError):
 
 
 HostPathLike = str | PurePosixPath
+# What a folder entry is, not following links (HostRoot.scan_dir).
+EntryKind = Literal["dir", "file", "link", "other"]
 
 
 def _components(host_path: HostPathLike) -> list[str]:
@@ -185,6 +188,30 @@ class HostRoot:
     def list_dir(self, host_path: HostPathLike) -> list[str]:
         """Sorted entry names of a host folder. OSError if it is not a readable folder."""
         return sorted(os.listdir(self._real(host_path)))
+
+    def scan_dir(self, host_path: HostPathLike) -> list[tuple[str, EntryKind]]:
+        """(name, kind) of every entry of a host folder, sorted by name; OSError if it
+        is not a readable folder. Kinds come from the directory listing itself (no
+        stat per entry where the filesystem reports types) and are not followed: a
+        symlink is "link" whatever it points at. An entry that is not a link lies
+        inside the folder, so walking into "dir" entries stays inside the root.
+        """
+        entries = []
+        with os.scandir(self._real(host_path)) as listing:
+            for entry in listing:
+                try:
+                    if entry.is_symlink():
+                        kind: EntryKind = "link"
+                    elif entry.is_dir(follow_symlinks=False):
+                        kind = "dir"
+                    elif entry.is_file(follow_symlinks=False):
+                        kind = "file"
+                    else:
+                        kind = "other"
+                except OSError:
+                    continue  # removed while we looked
+                entries.append((entry.name, kind))
+        return sorted(entries)
 
     def can_open_read_write(self, host_path: HostPathLike) -> bool:
         """Whether this process may open host_path read-write (e.g. ``/dev/kvm``).

@@ -313,18 +313,15 @@ def _walk_lock_files(root: HostRoot) -> list[str]:
     while pending and len(found) < _WALK_MAX_FILES:
         folder, depth = pending.pop()
         try:
-            names = root.list_dir(folder)
+            entries = root.scan_dir(folder)
         except OSError:
             continue
-        for name in names:
+        for name, kind in entries:  # links are not followed
             path = f"{folder}/{name}"
-            real = root.resolve(path)
-            if real.is_symlink():
-                continue
-            if real.is_dir():
+            if kind == "dir":
                 if depth < _WALK_DEPTH:
                     pending.append((path, depth + 1))
-            elif name.endswith(LOCK_SUFFIXES):
+            elif kind == "file" and name.endswith(LOCK_SUFFIXES):
                 found.append(path)
     return sorted(found)
 

@@ -261,3 +261,32 @@ def test_read_bytes_of_a_folder_or_link_fails(tree: Path) -> None:
         root.read_bytes("/etc")
     with pytest.raises(FileNotFoundError):
         root.read_bytes("/etc/dangling")
+
+
+def test_scan_dir_reports_kinds_without_following_links(tmp_path: Path) -> None:
+    import socket
+
+    (tmp_path / "run/libvirt/qemu").mkdir(parents=True)
+    (tmp_path / "run/libvirt/a.lock").write_text("1\n")
+    (tmp_path / "run/libvirt/to-file").symlink_to("a.lock")
+    (tmp_path / "run/libvirt/to-dir").symlink_to("qemu")
+    (tmp_path / "run/libvirt/dangling").symlink_to("/nowhere")
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var/run").symlink_to("/run")  # the folder itself may be reached by a link
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(tmp_path / "run/libvirt/s.sock"))
+        assert HostRoot(tmp_path).scan_dir("/var/run/libvirt") == [
+            ("a.lock", "file"),
+            ("dangling", "link"),
+            ("qemu", "dir"),
+            ("s.sock", "other"),
+            ("to-dir", "link"),
+            ("to-file", "link"),
+        ]
+    finally:
+        sock.close()
+    with pytest.raises(OSError):
+        HostRoot(tmp_path).scan_dir("/run/libvirt/a.lock")
+    with pytest.raises(HostPathError):
+        HostRoot(tmp_path).scan_dir("/run/../..")
