@@ -11,7 +11,9 @@ Which source a node uses (decided here, see :func:`links_for_node`):
 * otherwise → netlink in the executor's own namespace.
 
 Both sources return the same :class:`LinkInfo` values; each call is one
-blocking snapshot.
+blocking snapshot. Netlink reads reuse a socket per worker thread and namespace
+(:func:`novaops.executor.netns.call_cached`): each call is still a fresh dump;
+:func:`close_link_sockets` closes those sockets (executor shutdown).
 """
 
 from __future__ import annotations
@@ -44,12 +46,20 @@ def _attr(msg: Any, name: str) -> Any:
     return value
 
 
-def netlink_links(netns: str | None = None) -> list[LinkInfo]:
-    """Every link of a namespace (the current one when netns is None), via pyroute2."""
-    from novaops.executor.netns import iproute
+def _dump_links(ipr: Any) -> list[Any]:
+    return list(ipr.get_links())
 
-    with iproute(netns) as ipr:
-        raw = list(ipr.get_links())
+
+def netlink_links(netns: str | None = None) -> list[LinkInfo]:
+    """Every link of a namespace (the current one when netns is None), via pyroute2.
+
+    On a kept-open socket (replaced when the namespace changed or a read on it
+    failed); raises what a socket opened for the call would: NetnsError (an
+    OSError) for a missing namespace, OSError or NetlinkError from the dump.
+    """
+    from novaops.executor.netns import call_cached
+
+    raw = call_cached(netns, _dump_links)
     names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in raw}
     links = []
     for msg in raw:
@@ -64,6 +74,17 @@ def netlink_links(netns: str | None = None) -> list[LinkInfo]:
             )
         )
     return sorted(links, key=lambda link: link.name)
+
+
+def close_link_sockets() -> int:
+    """Close every netlink socket kept open for link reads, in all threads; how many.
+
+    Later reads open new ones, so it is safe while other executors of the process
+    still read. Blocking; from async code prefer ``await asyncio.to_thread(...)``.
+    """
+    from novaops.executor.netns import close_cached
+
+    return close_cached()
 
 
 def sysfs_links(root: HostRoot) -> list[LinkInfo]:
