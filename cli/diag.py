@@ -57,7 +57,7 @@ def run_diagnose(
         if output == "jsonl":
             render.emit_jsonl(item.to_json())
     if output == "json":
-        render.emit_json([c.to_json() for c in checks] + [f.to_json() for f in failures])
+        render.emit_json_array([c.to_json() for c in checks] + [f.to_json() for f in failures])
     elif output == "table":
         render.checks_report(checks, failures)
     exit_if_unknown_nodes(failures)
@@ -173,7 +173,7 @@ def vm_health_report(
         if result.status in ("fail", "error"):
             failing.append(result)
     if output == "json":
-        render.emit_json([c.to_json() for c in failing] + [f.to_json() for f in failures])
+        render.emit_json_array([c.to_json() for c in failing] + [f.to_json() for f in failures])
     else:
         sick = len({(c.node, c.target) for c in failing})
         summary = f"{sick} of {len(checked)} VM(s) failing, {len(failing)} failing check(s)"

@@ -62,7 +62,7 @@ def node_list(ctx: click.Context, output: str) -> None:
 
     nodes = _client(ctx).list_nodes()
     if output == "json":
-        render.emit_json([n.to_json() for n in nodes])
+        render.emit_json_array([n.to_json() for n in nodes])
     else:
         render.nodes_table(nodes)
 
@@ -147,7 +147,7 @@ def vm_list(
             vms.extend(item)
     vms.sort(key=lambda v: (v.node, v.name))
     if output == "json":
-        render.emit_json([v.to_json() for v in vms] + [f.to_json() for f in failures])
+        render.emit_json_array([v.to_json() for v in vms] + [f.to_json() for f in failures])
     else:
         render.vms_table(vms, failures)
     exit_if_unknown_nodes(failures)
@@ -214,7 +214,7 @@ def health(
             reports.append(item)
     reports.sort(key=lambda r: r.node)
     if output == "json":
-        render.emit_json([r.to_json() for r in reports] + [f.to_json() for f in failures])
+        render.emit_json_array([r.to_json() for r in reports] + [f.to_json() for f in failures])
     else:
         render.health_table(reports, failures)
     exit_if_unknown_nodes(failures)

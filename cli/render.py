@@ -21,6 +21,17 @@ def emit_json(document: Any) -> None:
     sys.stdout.write("\n")
 
 
+def emit_json_array(items: list[Any]) -> None:
+    """A JSON array on stdout, one item per line. Indenting (emit_json) runs the
+    pure-Python encoder; a fleet's thousands of results go through the C one."""
+    if not items:
+        sys.stdout.write("[]\n")
+        return
+    sys.stdout.write("[\n")
+    sys.stdout.write(",\n".join(json.dumps(item, default=str) for item in items))
+    sys.stdout.write("\n]\n")
+
+
 def escape(text: str) -> str:
     """Text from nodes and users, safe to print through rich markup."""
     from rich.markup import escape as rich_escape

@@ -318,7 +318,21 @@ class Check:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # What asdict gives, built directly: a fleet diagnosis has thousands of
+        # results and asdict's deep copy was most of the CLI's JSON time.
+        return {
+            "node": self.node,
+            "check_id": self.check_id,
+            "target": self.target,
+            "status": self.status,
+            "summary": self.summary,
+            "evidence": dict(self.evidence),
+            "remediation": [
+                {"description": r.description, "command": r.command} for r in self.remediation
+            ],
+            "observed_at": self.observed_at,
+            "event_id": self.event_id,
+        }
 
 
 @dataclass(frozen=True)
