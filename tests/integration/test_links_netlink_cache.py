@@ -1,4 +1,7 @@
-"""Link reads on kept-open netlink sockets, in network namespaces made by the test.
+"""Link dumps on kept-open pyroute2 sockets (executor/netns.py call_cached), in
+network namespaces made by the test. cached_links no longer uses this cache (it
+reads on a raw socket per call: test_links_netlink_dump.py); the cache is still
+exercised here as the old link read, ``cached_links``.
 
 Each test makes its own namespace with iproute2 (bridge ``br0`` up, veth ``va0``
 in it with peer ``vb0``, tap ``vnet7``) and removes it in the fixture's finally,
@@ -23,12 +26,8 @@ from typing import Any
 import pytest
 
 from novaops.executor import netns as netns_module
-from novaops.executor.checks.domains import FakeDomainSource
-from novaops.executor.checks.leftovers import gather_taps
-from novaops.executor.checks.links import LinkInfo, close_link_sockets, netlink_links
-from novaops.executor.checks.sources import CheckSources
-from novaops.executor.hostroot import HostRoot
-from novaops.executor.netns import NETNS_RUN_DIR, NetnsError, iproute
+from novaops.executor.checks.links import LinkInfo
+from novaops.executor.netns import NETNS_RUN_DIR, NetnsError, call_cached, close_cached, iproute
 
 pytestmark = [pytest.mark.netns, pytest.mark.timeout(60)]
 
@@ -69,9 +68,9 @@ def namespace() -> Iterator[str]:
 
 @pytest.fixture(autouse=True)
 def _no_cached_sockets() -> Iterator[None]:
-    close_link_sockets()
+    close_cached()
     yield
-    close_link_sockets()
+    close_cached()
     gc.collect()  # an unclosed loop or transport would warn now, inside the test
 
 
@@ -108,9 +107,12 @@ def _iproute2_links(name: str | None) -> list[LinkInfo]:
 
 
 def _uncached_links(name: str | None) -> list[LinkInfo]:
-    """What netlink_links returned before the cache: a socket opened for the call."""
+    """The links read on a pyroute2 socket opened for the call."""
     with iproute(name) as ipr:
-        raw = list(ipr.get_links())
+        return _decode(list(ipr.get_links()))
+
+
+def _decode(raw: list[Any]) -> list[LinkInfo]:
     names = {msg["index"]: msg.get_attr("IFLA_IFNAME") for msg in raw}
     links = []
     for msg in raw:
@@ -127,6 +129,11 @@ def _uncached_links(name: str | None) -> list[LinkInfo]:
     return sorted(links, key=lambda link: link.name)
 
 
+def cached_links(name: str | None) -> list[LinkInfo]:
+    """The links, dumped on this thread's kept-open socket (the old netlink_links)."""
+    return _decode(call_cached(name, lambda ipr: list(ipr.get_links())))
+
+
 def _open_fds() -> int:
     return sum(1 for _ in Path("/proc/self/fd").iterdir())
 
@@ -134,9 +141,9 @@ def _open_fds() -> int:
 def test_repeated_reads_reuse_one_socket_and_match_a_fresh_read(
     namespace: str, constructions: list[Any]
 ) -> None:
-    first = netlink_links(namespace)
+    first = cached_links(namespace)
     for _ in range(20):
-        assert netlink_links(namespace) == first
+        assert cached_links(namespace) == first
     assert len(constructions) == 1
     assert first == _uncached_links(namespace) == _iproute2_links(namespace)
     assert LinkInfo("va0", "veth", "br0", True) in first
@@ -148,36 +155,36 @@ def test_repeated_reads_reuse_one_socket_and_match_a_fresh_read(
 def test_own_namespace_reads_reuse_one_socket(constructions: list[Any]) -> None:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("needs iproute2")
-    first = netlink_links(None)
+    first = cached_links(None)
     for _ in range(5):
-        assert netlink_links(None) == first
+        assert cached_links(None) == first
     assert len(constructions) == 1
     assert first == _uncached_links(None) == _iproute2_links(None)
 
 
 def test_a_link_added_between_reads_is_seen(namespace: str, constructions: list[Any]) -> None:
-    before = netlink_links(namespace)
+    before = cached_links(namespace)
     assert "br1" not in {link.name for link in before}
     _ip("-n", namespace, "link", "add", "br1", "type", "bridge")
     _ip("-n", namespace, "link", "set", "vb0", "master", "br1")
-    after = netlink_links(namespace)
+    after = cached_links(namespace)
     assert LinkInfo("br1", "bridge", "", False) in after
     assert LinkInfo("vb0", "veth", "br1", True) in after
     _ip("-n", namespace, "link", "del", "br1")
-    assert "br1" not in {link.name for link in netlink_links(namespace)}
+    assert "br1" not in {link.name for link in cached_links(namespace)}
     assert len(constructions) == 1
 
 
 def test_namespace_deleted_and_recreated_under_the_same_name(
     namespace: str, constructions: list[Any]
 ) -> None:
-    assert "br0" in {link.name for link in netlink_links(namespace)}
+    assert "br0" in {link.name for link in cached_links(namespace)}
     _ip("netns", "del", namespace)
     with pytest.raises(NetnsError):  # as without the cache: the namespace is gone
-        netlink_links(namespace)
+        cached_links(namespace)
     _ip("netns", "add", namespace)
     _populate(namespace, bridge="brnew")
-    recreated = netlink_links(namespace)
+    recreated = cached_links(namespace)
     assert {link.name for link in recreated} == {"brnew", "lo", "va0", "vb0", "vnet7"}
     assert recreated == _iproute2_links(namespace)
     assert len(constructions) == 2
@@ -186,35 +193,35 @@ def test_namespace_deleted_and_recreated_under_the_same_name(
 def test_namespace_swapped_without_a_read_in_between(
     namespace: str, constructions: list[Any]
 ) -> None:
-    netlink_links(namespace)
+    cached_links(namespace)
     _ip("netns", "del", namespace)
     _ip("netns", "add", namespace)  # an empty one: only lo
-    assert [link.name for link in netlink_links(namespace)] == ["lo"]
+    assert [link.name for link in cached_links(namespace)] == ["lo"]
     assert len(constructions) == 2
 
 
 def test_missing_namespace_raises_netns_error_and_caches_nothing() -> None:
     with pytest.raises(NetnsError, match="network namespace 'novaops-lc-absent'"):
-        netlink_links("novaops-lc-absent")
-    assert close_link_sockets() == 0
+        cached_links("novaops-lc-absent")
+    assert close_cached() == 0
 
 
 def test_a_closed_cached_socket_is_replaced(namespace: str, constructions: list[Any]) -> None:
-    first = netlink_links(namespace)
+    first = cached_links(namespace)
     constructions[0].close()  # behind the cache's back: the next call on it raises
-    assert netlink_links(namespace) == first
+    assert cached_links(namespace) == first
     assert len(constructions) == 2
 
 
 def test_a_socket_whose_fd_went_away_is_replaced(namespace: str, constructions: list[Any]) -> None:
-    first = netlink_links(namespace)
+    first = cached_links(namespace)
     # The netlink socket itself dies (as on a namespace teardown error): the
     # dump on it raises OSError, the retry opens a new one.
     fd = constructions[0].asyncore.socket.fileno()
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, fd)  # the socket's fd now names /dev/null: sendto fails
     os.close(null)
-    assert netlink_links(namespace) == first
+    assert cached_links(namespace) == first
     assert len(constructions) == 2
 
 
@@ -223,7 +230,7 @@ def test_a_failing_read_is_retried_once_then_raised(
 ) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    netlink_links(namespace)
+    cached_links(namespace)
     calls = []
 
     def refuse(self: Any, *args: Any, **kwargs: Any) -> Any:
@@ -232,10 +239,10 @@ def test_a_failing_read_is_retried_once_then_raised(
 
     monkeypatch.setattr(type(constructions[0]), "get_links", refuse, raising=False)
     with pytest.raises(NetlinkError):
-        netlink_links(namespace)
+        cached_links(namespace)
     # One call on the cached socket, one on a fresh one; neither is kept.
     assert len(calls) == 2 and calls[0] is constructions[0] and calls[1] is constructions[1]
-    assert close_link_sockets() == 0
+    assert close_cached() == 0
 
 
 async def test_worker_threads_read_the_namespace_and_close_from_the_loop(
@@ -250,30 +257,30 @@ async def test_worker_threads_read_the_namespace_and_close_from_the_loop(
 
     def read_together() -> list[LinkInfo]:
         barrier.wait(timeout=10)  # three distinct threads
-        return netlink_links(namespace)
+        return cached_links(namespace)
 
     for _ in range(3):
         results = await asyncio.gather(*(asyncio.to_thread(read_together) for _ in range(3)))
         assert all(result == expected for result in results)
     assert len(constructions) == 3
     assert _open_fds() > before
-    assert close_link_sockets() == 3
+    assert close_cached() == 3
     gc.collect()
     assert _open_fds() == before
     # The threads' dropped sockets are reopened on their next read.
-    assert await asyncio.to_thread(netlink_links, namespace) == expected
+    assert await asyncio.to_thread(cached_links, namespace) == expected
     assert len(constructions) == 4
 
 
 def test_sockets_of_ended_threads_are_closed(namespace: str) -> None:
     before = _open_fds()
-    reader = threading.Thread(target=netlink_links, args=(namespace,))
+    reader = threading.Thread(target=cached_links, args=(namespace,))
     reader.start()
     reader.join(timeout=10)
     assert _open_fds() > before  # the ended thread's socket and loop, still open
-    netlink_links(namespace)  # opening one here closes the ended thread's
+    cached_links(namespace)  # opening one here closes the ended thread's
     gc.collect()
-    assert close_link_sockets() == 1
+    assert close_cached() == 1
     gc.collect()
     assert _open_fds() == before
 
@@ -289,25 +296,12 @@ def test_the_thread_cache_is_bounded(
         for name in names:
             _ip("netns", "add", name)
         for name in names:
-            assert [link.name for link in netlink_links(name)] == ["lo"]
+            assert [link.name for link in cached_links(name)] == ["lo"]
         assert len(constructions) == 3
         assert constructions[0].asyncore.status["closed"]  # least recently used: closed
-        netlink_links(names[2])
+        cached_links(names[2])
         assert len(constructions) == 3
-        assert close_link_sockets() == 2
+        assert close_cached() == 2
     finally:
         for name in names:
             _remove(name)
-
-
-async def test_tap_evidence_from_the_cache_and_its_namespace_gone(namespace: str) -> None:
-    """The callers' contract is unchanged: a vanished namespace is an OSError,
-    which gather_taps reports as evidence (not a crash)."""
-    sources = CheckSources(
-        node="n1", root=HostRoot("/"), domains=FakeDomainSource(), netns=namespace
-    )
-    assert [tap.name for tap in (await gather_taps(sources)).taps] == ["vnet7"]
-    assert [tap.name for tap in (await gather_taps(sources)).taps] == ["vnet7"]
-    _ip("netns", "del", namespace)
-    gone = await gather_taps(sources)
-    assert gone.taps == () and f"network namespace {namespace!r}" in gone.error

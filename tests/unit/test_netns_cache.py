@@ -1,6 +1,7 @@
-"""The kept-open netlink socket cache (executor/netns.py) and netlink_links' parsing,
+"""The kept-open netlink socket cache (executor/netns.py: call_cached, close_cached),
 on a fake IPRoute: no netlink, no namespaces (the real thing: tests/integration/
-test_links_netlink_cache.py). Named namespaces are faked by replacing ``entered``
+test_links_netlink_cache.py covers the link reads, which no longer use this
+cache). Named namespaces are faked by replacing ``entered``
 and ``namespace_identity``.
 """
 
@@ -15,11 +16,16 @@ from typing import Any
 import pytest
 
 from novaops.executor import netns as netns_module
-from novaops.executor.checks.links import LinkInfo, close_link_sockets, netlink_links
+from novaops.executor.netns import call_cached, close_cached
 
 pytestmark = pytest.mark.timeout(30)
 
 pyroute2 = pytest.importorskip("pyroute2")
+
+
+def read_links(netns: str | None = None) -> list[Any]:
+    """A link dump on this thread's cached socket in netns."""
+    return call_cached(netns, lambda ipr: list(ipr.get_links()))
 
 
 class FakeMsg:
@@ -91,31 +97,22 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str | None, tuple[int
         finally:
             inside.name = None
 
-    close_link_sockets()
+    close_cached()
     FakeIPRoute.made, FakeIPRoute.failures = [], []
     monkeypatch.setattr(pyroute2, "IPRoute", FakeIPRoute)
     monkeypatch.setattr(netns_module, "namespace_identity", identity)
     monkeypatch.setattr(netns_module, "entered", entered)
     yield identities
-    close_link_sockets()
-
-
-def test_links_are_parsed_as_before() -> None:
-    assert netlink_links() == [
-        LinkInfo("br0", "bridge", "", False),
-        LinkInfo("lo", "", "", True),
-        LinkInfo("orphan0", "", "", True),  # master not among the links: none
-        LinkInfo("vnet0", "tun", "br0", True),
-    ]
+    close_cached()
 
 
 def test_one_socket_per_namespace_per_thread(fake: dict[str | None, Any]) -> None:
     fake["ns1"] = (4, 10)
     for _ in range(3):
-        netlink_links()
-        netlink_links("ns1")
+        read_links()
+        read_links("ns1")
     assert len(FakeIPRoute.made) == 2 and [ipr.dumps for ipr in FakeIPRoute.made] == [3, 3]
-    other = threading.Thread(target=netlink_links, args=("ns1",))
+    other = threading.Thread(target=read_links, args=("ns1",))
     other.start()
     other.join(timeout=10)
     assert len(FakeIPRoute.made) == 3  # the other thread has its own
@@ -123,9 +120,9 @@ def test_one_socket_per_namespace_per_thread(fake: dict[str | None, Any]) -> Non
 
 def test_changed_identity_reopens(fake: dict[str | None, Any]) -> None:
     fake["ns1"] = (4, 10)
-    netlink_links("ns1")
+    read_links("ns1")
     fake["ns1"] = (4, 11)  # deleted and recreated
-    netlink_links("ns1")
+    read_links("ns1")
     first, second = FakeIPRoute.made
     assert first.closed_by is threading.current_thread() and second.closed_by is None
 
@@ -134,21 +131,21 @@ def test_vanished_namespace_raises_netns_error_and_drops_the_socket(
     fake: dict[str | None, Any],
 ) -> None:
     fake["ns1"] = (4, 10)
-    netlink_links("ns1")
+    read_links("ns1")
     del fake["ns1"]
     with pytest.raises(netns_module.NetnsError):
-        netlink_links("ns1")
+        read_links("ns1")
     assert FakeIPRoute.made[0].closed_by is not None
-    assert close_link_sockets() == 0
+    assert close_cached() == 0
 
 
 def test_failure_on_the_cached_socket_is_retried_once_on_a_new_one() -> None:
-    netlink_links()
+    read_links()
     FakeIPRoute.failures = [OSError(105, "No buffer space available")]
-    assert netlink_links()[0].name == "br0"
+    assert read_links() == LINKS
     first, second = FakeIPRoute.made
     assert first.closed_by is not None and second.closed_by is None
-    assert close_link_sockets() == 1
+    assert close_cached() == 1
 
 
 def test_failure_on_a_new_socket_is_raised_without_a_retry() -> None:
@@ -156,24 +153,24 @@ def test_failure_on_a_new_socket_is_raised_without_a_retry() -> None:
 
     FakeIPRoute.failures = [NetlinkError(1, "refused")]
     with pytest.raises(NetlinkError):
-        netlink_links()
+        read_links()
     assert len(FakeIPRoute.made) == 1 and FakeIPRoute.made[0].closed_by is not None
-    assert close_link_sockets() == 0
+    assert close_cached() == 0
 
 
 def test_both_attempts_failing_raises_the_second_error() -> None:
-    netlink_links()
+    read_links()
     FakeIPRoute.failures = [OSError(9, "first"), OSError(19, "second")]
     with pytest.raises(OSError, match="second"):
-        netlink_links()
+        read_links()
     assert len(FakeIPRoute.made) == 2 and all(ipr.closed_by for ipr in FakeIPRoute.made)
 
 
 def test_an_interrupt_drops_the_socket_and_is_not_retried() -> None:
-    netlink_links()
+    read_links()
     FakeIPRoute.failures = [KeyboardInterrupt()]
     with pytest.raises(KeyboardInterrupt):
-        netlink_links()
+        read_links()
     assert len(FakeIPRoute.made) == 1 and FakeIPRoute.made[0].closed_by is not None
 
 
@@ -182,28 +179,28 @@ def test_least_recently_used_socket_is_closed_over_the_bound(
 ) -> None:
     monkeypatch.setattr(netns_module, "MAX_CACHED_PER_THREAD", 2)
     fake.update({"a": (4, 20), "b": (4, 21), "c": (4, 22)})
-    netlink_links("a")
-    netlink_links("b")
-    netlink_links("a")  # b is now the least recently used
-    netlink_links("c")
+    read_links("a")
+    read_links("b")
+    read_links("a")  # b is now the least recently used
+    read_links("c")
     a, b, c = FakeIPRoute.made
     assert b.closed_by is not None and a.closed_by is None and c.closed_by is None
-    assert close_link_sockets() == 2
+    assert close_cached() == 2
 
 
 async def test_close_from_the_event_loop_closes_every_threads_sockets() -> None:
-    await asyncio.gather(*(asyncio.to_thread(netlink_links) for _ in range(3)))
-    assert close_link_sockets() == len(FakeIPRoute.made) >= 1
+    await asyncio.gather(*(asyncio.to_thread(read_links) for _ in range(3)))
+    assert close_cached() == len(FakeIPRoute.made) >= 1
     loop_thread = threading.current_thread()
     # Never on the loop's thread (it could not run the sockets' own loops).
     assert all(ipr.closed_by not in (None, loop_thread) for ipr in FakeIPRoute.made)
     made = len(FakeIPRoute.made)
-    await asyncio.to_thread(netlink_links)  # the pool thread reopens
+    await asyncio.to_thread(read_links)  # the pool thread reopens
     assert len(FakeIPRoute.made) == made + 1
 
 
 def test_a_socket_closed_meanwhile_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
-    netlink_links()
+    read_links()
     (entry,) = netns_module._registry
 
     def closed_after_the_check() -> bool:
@@ -211,5 +208,5 @@ def test_a_socket_closed_meanwhile_is_not_used(monkeypatch: pytest.MonkeyPatch) 
         return True
 
     monkeypatch.setattr(entry, "current", closed_after_the_check)
-    assert netlink_links()[0].name == "br0"
+    assert read_links() == LINKS
     assert len(FakeIPRoute.made) == 2 and FakeIPRoute.made[0].dumps == 1
