@@ -24,7 +24,6 @@ from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_log
 from novaops.client.tls import server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
-from novaops.executor.checks.links import close_link_sockets
 from novaops.executor.checks.lxc import libvirt_lxc_containers
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.cleanliness import ChecksFinders
@@ -244,8 +243,6 @@ class Executor:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         await self.ctx.close()
-        # Kept-open netlink sockets of the link reads (reopened by whoever reads next).
-        await asyncio.to_thread(close_link_sockets)
         await self.libvirt.close()
         log.info("executor %s stopped", self.config.node)
 

@@ -15,7 +15,7 @@ blocking snapshot. Netlink reads are a lean RTM_GETLINK dump on a raw socket
 opened for the call (:func:`netlink_links`): only the four fields a LinkInfo
 needs are decoded, instead of pyroute2 decoding every attribute of every link
 (~200 µs per link). Opening the socket costs a few µs, so nothing is kept open
-between calls and :func:`close_link_sockets` has nothing left to close.
+between calls.
 """
 
 from __future__ import annotations
@@ -227,16 +227,6 @@ def netlink_links(netns: str | None = None) -> list[LinkInfo]:
         for link in raw
     ]
     return sorted(links, key=lambda link: link.name)
-
-
-def close_link_sockets() -> int:
-    """Nothing to close any more; always 0 (kept for callers, e.g. Executor.stop).
-
-    Link reads used to keep a pyroute2 socket open per thread and namespace;
-    :func:`netlink_links` now opens a raw socket per call (a few µs) and closes
-    it before returning, so no socket outlives a read.
-    """
-    return 0
 
 
 def sysfs_links(root: HostRoot) -> list[LinkInfo]:

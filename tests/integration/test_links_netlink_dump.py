@@ -23,7 +23,7 @@ import pytest
 
 from novaops.executor.checks.domains import FakeDomainSource
 from novaops.executor.checks.leftovers import gather_taps
-from novaops.executor.checks.links import LinkInfo, close_link_sockets, netlink_links
+from novaops.executor.checks.links import LinkInfo, netlink_links
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.netns import NETNS_RUN_DIR, NetnsError, iproute, namespace_identity
@@ -178,7 +178,6 @@ def test_reads_see_changes_and_leave_no_socket_or_namespace_behind(namespace: st
     assert "br1" not in {link.name for link in netlink_links(namespace)}
     assert _open_fds() == before
     assert namespace_identity(None) == own  # the thread is back in its namespace
-    assert close_link_sockets() == 0
 
 
 def test_namespace_deleted_and_recreated_under_the_same_name(namespace: str) -> None:
