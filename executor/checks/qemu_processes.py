@@ -145,11 +145,25 @@ def _node_marker(pid: int) -> str | None:
         environ = _read_proc(pid, "environ")
     except OSError:
         return None
-    prefix = NODE_MARKER_ENV.encode() + b"="
-    for entry in environ.split(b"\0"):
-        if entry.startswith(prefix):
-            return entry.removeprefix(prefix).decode(errors="replace")
-    return None
+    return node_marker_of(environ)
+
+
+_MARKER_PREFIX = NODE_MARKER_ENV.encode() + b"="
+
+
+def node_marker_of(environ: bytes) -> str | None:
+    """The value of the first ``NOVAOPS_NODE=`` entry of a NUL-separated environment
+    (/proc/<pid>/environ), or None. Found without splitting the whole environment:
+    the scan reads every QEMU-like process's, other nodes' stand-ins included."""
+    if environ.startswith(_MARKER_PREFIX):
+        start = len(_MARKER_PREFIX)
+    else:
+        found = environ.find(b"\0" + _MARKER_PREFIX)
+        if found < 0:
+            return None
+        start = found + 1 + len(_MARKER_PREFIX)
+    end = environ.find(b"\0", start)
+    return environ[start : None if end < 0 else end].decode(errors="replace")
 
 
 def _maybe_qemu(raw_cmdline: bytes) -> bool:
@@ -229,7 +243,9 @@ def scan_qemu_processes(scope: ProcessScope, pid_file_pids: Iterable[int]) -> li
         cmdline = split_cmdline(raw)
         if not is_qemu_like(cmdline):
             continue
-        if not in_scope(scope, pid, cmdline, _node_marker(pid), own_pids):
+        # A pid in the node's pid files is its own whatever the environment says.
+        marker = None if pid in own_pids else _node_marker(pid)
+        if not in_scope(scope, pid, cmdline, marker, own_pids):
             continue
         status = _status(pid)
         if not status:
