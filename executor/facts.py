@@ -10,10 +10,13 @@ evidence into the empty/unknown value of each fact, never an error.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -108,14 +111,20 @@ def first_line(text: str | None) -> str:
     return ""
 
 
-def parse_virt_flags(cpuinfo: str | None) -> list[str]:
-    """Virtualization CPU flags ("svm", "vmx") present in /proc/cpuinfo, sorted."""
+@functools.lru_cache(maxsize=16)
+def _virt_flags(cpuinfo: str) -> tuple[str, ...]:
     found: set[str] = set()
-    for line in (cpuinfo or "").splitlines():
+    for line in cpuinfo.splitlines():
         key, sep, value = line.partition(":")
         if sep and key.strip() == "flags":
             found.update(flag for flag in value.split() if flag in VIRT_FLAGS)
-    return sorted(found)
+    return tuple(sorted(found))
+
+
+def parse_virt_flags(cpuinfo: str | None) -> list[str]:
+    """Virtualization CPU flags ("svm", "vmx") present in /proc/cpuinfo, sorted
+    (parsed once per distinct text: the heartbeat asks every interval)."""
+    return list(_virt_flags(cpuinfo or ""))
 
 
 _PROCESSOR_LINE = re.compile(r"^processor\s*\d*\s*:", re.MULTILINE)
@@ -214,6 +223,32 @@ def _read_or_none(root: HostRoot, host_path: str) -> str | None:
         return None
 
 
+# /proc/cpuinfo is read at most this often per host root. The kernel builds it
+# by asking every CPU for its clock (an interrupt per CPU); on a large host that
+# is milliseconds, and the facts are read on every heartbeat. What the facts take
+# from it (virtualization flags, CPU count) does not change while the host runs.
+CPUINFO_MAX_AGE_SECONDS = 300.0
+_cpuinfo_cache: dict[Path, tuple[float, tuple[int, int, int], str | None]] = {}
+
+
+def read_cpuinfo(root: HostRoot, *, now: float | None = None) -> str | None:
+    """The host's /proc/cpuinfo, re-read when the cached copy is older than
+    CPUINFO_MAX_AGE_SECONDS or the file's identity (inode, size, mtime) changed
+    (a simulated host's file being rewritten); None when unreadable."""
+    now = time.monotonic() if now is None else now
+    try:
+        info = root.resolve("/proc/cpuinfo").stat()
+        identity = (info.st_ino, info.st_size, info.st_mtime_ns)
+    except OSError:
+        return None
+    cached = _cpuinfo_cache.get(root.path)
+    if cached is not None and cached[1] == identity and now - cached[0] < CPUINFO_MAX_AGE_SECONDS:
+        return cached[2]
+    text = _read_or_none(root, "/proc/cpuinfo")
+    _cpuinfo_cache[root.path] = (now, identity, text)
+    return text
+
+
 def read_cgroup_paths(root: HostRoot) -> tuple[str, ...]:
     """Top-level entries of the host's /sys/fs/cgroup, plus the hybrid marker file."""
     try:
@@ -235,7 +270,7 @@ def read_host_evidence(root: HostRoot) -> HostEvidence:
     return HostEvidence(
         osrelease=_read_or_none(root, "/proc/sys/kernel/osrelease"),
         hostname=_read_or_none(root, "/etc/hostname"),
-        cpuinfo=_read_or_none(root, "/proc/cpuinfo"),
+        cpuinfo=read_cpuinfo(root),
         meminfo=_read_or_none(root, "/proc/meminfo"),
         stat=_read_or_none(root, "/proc/stat"),
         cgroup_paths=read_cgroup_paths(root),

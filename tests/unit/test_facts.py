@@ -295,3 +295,36 @@ def test_domain_devices_come_from_the_domain_xml() -> None:
       <interface type='network'><source network='default'/></interface>
     </devices></domain>"""
     assert parse_domain_devices(xml) == (["vda", "sda"], ["vnet3"])
+
+
+def test_cpuinfo_is_reread_when_rewritten_or_stale(tmp_path: Path) -> None:
+    from novaops.executor import facts
+    from novaops.executor.hostroot import HostRoot
+
+    (tmp_path / "proc").mkdir()
+    cpuinfo = tmp_path / "proc/cpuinfo"
+    cpuinfo.write_text("processor : 0\nflags : fpu vmx\n")
+    root = HostRoot(tmp_path)
+    assert facts.read_cpuinfo(root, now=1000.0) == "processor : 0\nflags : fpu vmx\n"
+    # Served from the cache while young, even if the read would now fail.
+    cpuinfo.chmod(0)
+    try:
+        if os.geteuid() != 0:  # root reads a 0-mode file anyway
+            assert facts.read_cpuinfo(root, now=1001.0) is not None
+    finally:
+        cpuinfo.chmod(0o644)
+    # Rewritten (another size): read again at once.
+    cpuinfo.write_text("processor : 0\nprocessor : 1\nflags : fpu svm\n")
+    assert "svm" in (facts.read_cpuinfo(root, now=1002.0) or "")
+    # Same identity but older than the limit: read again.
+    os.utime(cpuinfo, ns=(0, 0))
+    first = facts.read_cpuinfo(root, now=2000.0)
+    stat = cpuinfo.stat()
+    with cpuinfo.open("r+") as fh:  # same size, content changed, mtime put back
+        fh.write("PROCESSOR")
+    os.utime(cpuinfo, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert facts.read_cpuinfo(root, now=2001.0) == first  # cached: same identity, young
+    later = 2000.0 + facts.CPUINFO_MAX_AGE_SECONDS + 1
+    assert (facts.read_cpuinfo(root, now=later) or "").startswith("PROCESSOR")
+    cpuinfo.unlink()
+    assert facts.read_cpuinfo(root, now=later + 1) is None
