@@ -1,0 +1,87 @@
+"""Host parts run one after another; a slow one stops holding up the rest after
+the stagger, and what finished meanwhile is handed over."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from novaops.executor.checks import runner
+from novaops.executor.checks.model import CheckResult, Status
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class Parts:
+    def __init__(self) -> None:
+        self.running = 0
+        self.most_at_once = 0
+        self.started: list[str] = []
+
+    async def part(self, name: str, seconds: float = 0.0) -> list[CheckResult]:
+        self.started.append(name)
+        self.running += 1
+        self.most_at_once = max(self.most_at_once, self.running)
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            self.running -= 1
+        return [CheckResult(name, "host", Status.OK, f"{name} ok")]
+
+
+async def _groups(parts: list[tuple[str, object]], stagger: float) -> list[list[str]]:
+    return [
+        [check_id for check_id, _ in group]
+        async for group in runner._staggered(parts, stagger)  # type: ignore[arg-type]
+    ]
+
+
+async def test_fast_parts_run_one_at_a_time_and_come_together() -> None:
+    parts = Parts()
+    names = [f"p{i}" for i in range(6)]
+    groups = await _groups([(n, parts.part(n, 0.001)) for n in names], stagger=5.0)
+    assert groups == [names]
+    assert parts.most_at_once == 1
+
+
+async def test_a_slow_part_stops_holding_up_the_rest_after_the_stagger() -> None:
+    parts = Parts()
+    started = time.monotonic()
+    seen: list[tuple[float, list[str]]] = []
+    plan = [("a", 0.0), ("slow", 1.0), ("b", 0.0), ("c", 0.0)]
+    async for group in runner._staggered([(n, parts.part(n, s)) for n, s in plan], 0.1):
+        seen.append((time.monotonic() - started, [check_id for check_id, _ in group]))
+    # "a" is handed over as soon as "slow" is found slow; b and c do not wait for it.
+    assert [names for _, names in seen] == [["a"], ["b", "c"], ["slow"]]
+    assert seen[0][0] < 0.5 and seen[1][0] < 0.6 and seen[2][0] >= 0.9
+    assert parts.most_at_once == 2
+
+
+async def test_a_consumer_that_stops_cancels_running_and_unstarted_parts() -> None:
+    parts = Parts()
+    plan = [(n, parts.part(n, 10.0)) for n in ("x", "y", "z")]
+    stream = runner._staggered(plan, 0.05)
+    waiting = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0.3)  # x and y started, z too (each after the stagger)
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    await stream.aclose()
+    await asyncio.sleep(0)
+    assert parts.running == 0
+
+
+async def test_run_parts_keeps_the_order_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    parts = Parts()
+    delays = {"host.libvirt": 0.3, "host.cgroup": 0.0, "host.disk": 0.0}
+    fake = {name: (lambda sources, name=name: parts.part(name, delays[name])) for name in delays}
+    monkeypatch.setattr(runner, "HOST_PARTS", fake)
+    monkeypatch.setattr(runner, "PART_STAGGER_SECONDS", 0.05)
+
+    class Sources:
+        class timings:  # stands in for CheckTimings
+            per_check = 5.0
+
+    results = await runner.run_parts(tuple(delays), Sources())  # type: ignore[arg-type]
+    assert [r.check_id for r in results] == list(delays)
