@@ -102,6 +102,7 @@ async def fan_out(
             skip_down=skip_down,
             now=now,
             queue_size=queue_size,
+            max_batch=1,  # one at a time: nothing waits outside the bounded queue
         )
     ) as batches:
         async for batch in batches:
@@ -118,11 +119,13 @@ async def fan_out_batches(
     skip_down: bool = True,
     now: Callable[[], float] = time.monotonic,
     queue_size: int = QUEUE_SIZE,
+    max_batch: int | None = None,
 ) -> AsyncGenerator[list[NodeOutcome[T]], None]:
     """:func:`fan_out`, yielding every outcome waiting at each turn together (never
-    an empty list; at most ``queue_size`` plus one per node at once): a reader
-    that sends each list as one message sends few messages on a large fleet
-    while still streaming what arrives."""
+    an empty list; at most ``max_batch``, default ``queue_size``): a reader that
+    sends each list as one message sends few messages on a large fleet while
+    still streaming what arrives."""
+    limit = queue_size if max_batch is None else max(1, max_batch)
     queue: asyncio.Queue[NodeOutcome[T] | _Done] = asyncio.Queue(queue_size)
     overall_deadline = now() + overall
     finished: set[str] = set()  # nodes whose completion marker was consumed
@@ -160,8 +163,8 @@ async def fan_out_batches(
         finally:
             await queue.put(_Done(target.name))
 
-    def take_waiting(batch: list[NodeOutcome[T]]) -> list[NodeOutcome[T]]:
-        while not queue.empty():
+    def take_waiting(batch: list[NodeOutcome[T]], most: int) -> list[NodeOutcome[T]]:
+        while not queue.empty() and len(batch) < most:
             outcome = queue.get_nowait()
             if isinstance(outcome, _Done):
                 finished.add(outcome.node)
@@ -201,12 +204,12 @@ async def fan_out_batches(
                 finished.add(first.node)
             else:
                 batch.append(first)
-            take_waiting(batch)
+            take_waiting(batch, limit)
             if batch:
                 yield batch
         # Past the overall deadline: hand over what already arrived, then name
         # every node that did not finish.
-        late = take_waiting([])
+        late = take_waiting([], queue_size + len(live) + 1)  # all that arrived
         for target in live:
             if target.name not in finished:
                 late.append(

@@ -122,3 +122,18 @@ async def test_batches_never_exceed_the_queue() -> None:
         assert 1 <= len(batch) <= 8
         seen += len(batch)
     assert seen == 20 * 50
+
+
+async def test_max_batch_one_yields_outcomes_singly() -> None:
+    async def chatty(target: FanoutTarget, timeout: float) -> AsyncIterator[int]:
+        for i in range(5):
+            yield i
+
+    targets = [FanoutTarget(f"n{i}", "x") for i in range(10)]
+    sizes = [
+        len(batch)
+        async for batch in fan_out_batches(
+            targets, chatty, per_node=2.0, overall=5.0, queue_size=8, max_batch=1
+        )
+    ]
+    assert sizes == [1] * 50
