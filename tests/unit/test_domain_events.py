@@ -26,14 +26,13 @@ from novaops.executor.libvirt_access import (
     SHUTOFF,
     DomainCounters,
     DomainRecord,
-    FakeDomain,
-    FakeLibvirt,
     HypervisorInfo,
     LibvirtGateway,
     LibvirtUnavailable,
     LifecycleListener,
     lifecycle_event_name,
 )
+from novaops.executor.libvirt_fake import FakeDomain, FakeLibvirt
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "checks"
 

@@ -30,11 +30,11 @@ from novaops.executor.hostroot import HostPathError, HostRoot
 from novaops.executor.libvirt_access import (
     CRASHED,
     PAUSED,
-    FakeLibvirt,
     HypervisorInfo,
     parse_domain_devices,
     state_reason_name,
 )
+from novaops.executor.libvirt_fake import FakeLibvirt
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "facts"
 
