@@ -163,8 +163,8 @@ async def fan_out_batches(
         finally:
             await queue.put(_Done(target.name))
 
-    def take_waiting(batch: list[NodeOutcome[T]], most: int) -> list[NodeOutcome[T]]:
-        while not queue.empty() and len(batch) < most:
+    def take_waiting(batch: list[NodeOutcome[T]], most: int | None) -> list[NodeOutcome[T]]:
+        while not queue.empty() and (most is None or len(batch) < most):
             outcome = queue.get_nowait()
             if isinstance(outcome, _Done):
                 finished.add(outcome.node)
@@ -209,7 +209,7 @@ async def fan_out_batches(
                 yield batch
         # Past the overall deadline: hand over what already arrived, then name
         # every node that did not finish.
-        late = take_waiting([], queue_size + len(live) + 1)  # all that arrived
+        late = take_waiting([], None)  # all that arrived
         for target in live:
             if target.name not in finished:
                 late.append(

@@ -117,10 +117,11 @@ class LibvirtDomainSource(LibvirtConnection):
         process lookup per domain).
 
         Single-flight: a call while a read for the same ``states`` is in flight
-        shares that read (the orphan and tap scans of one diagnosis ask at once)
-        instead of starting another; nothing is kept once it completes. Each
-        caller may time out or be cancelled alone: the shared read goes on for
-        the others (and is itself bounded by ``call_timeout``).
+        shares that read (a diagnosis and a background health run, or two
+        diagnoses, on the same node) instead of starting another; nothing is
+        kept once it completes. Each caller may time out or be cancelled alone:
+        the shared read goes on for the others (and is itself bounded by
+        ``call_timeout``).
         """
         loop = asyncio.get_running_loop()
         shared = self._xml_reads.get(states)

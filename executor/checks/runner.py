@@ -176,7 +176,6 @@ async def run_diagnose_batches(
     sources: CheckSources,
     *,
     on_host_parts: HostPartsDone | None = None,
-    monotonic: Callable[[], float] = time.monotonic,
 ) -> AsyncGenerator[list[CheckResult], None]:
     """:func:`run_diagnose` in batches: each batch holds the results that were
     ready together (one part's, or every part that finished by the time the
@@ -201,7 +200,7 @@ async def run_diagnose_batches(
         async for batch in _every_vm(sources, timeout):
             yield batch
         return
-    started = monotonic()
+    started = time.monotonic()
     by_part: dict[str, list[CheckResult]] = {}
     parts = [
         (check_id, _bounded(check_id, "host", timeout, part(sources)))
