@@ -28,7 +28,9 @@ OUTPUT = click.option(
     show_default=True,
     help="Render as a table or one JSON document.",
 )
-REGISTRATION_TIMEOUT = 30.0
+# Mirrors novaops.devcluster.cluster.MAX_NODES (checked by a test), which this
+# module does not import at start-up.
+MAX_NODES = 64
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -80,12 +82,18 @@ def _process_json(proc: Any) -> dict[str, Any]:
     }
 
 
+def registration_timeout(nodes: int) -> float:
+    """How long ``dev up`` waits for every node to register once all listen:
+    30 s plus 0.5 s per node (first registrations queue at one controller)."""
+    return 30.0 + nodes / 2
+
+
 def _wait_registered(client_config: Path, nodes: int) -> list[str]:
     """Wait until every node is up in the registry; return the names still missing."""
     from novaops.client.api import NovaopsClient
     from novaops.client.errors import NovaopsError
 
-    deadline = time.monotonic() + REGISTRATION_TIMEOUT
+    deadline = time.monotonic() + registration_timeout(nodes)
     missing: list[str] = [f"node-{i}" for i in range(1, nodes + 1)]
     with NovaopsClient.from_config_file(client_config) as client:
         while time.monotonic() < deadline:
@@ -106,7 +114,9 @@ def dev() -> None:
 
 
 @dev.command("up")
-@click.option("--nodes", type=click.IntRange(1, 500), default=3, show_default=True)
+@click.option(
+    "--nodes", type=click.IntRange(1, MAX_NODES), default=3, show_default=True
+)
 @STATE_DIR
 @click.option(
     "--store",
@@ -172,7 +182,8 @@ def dev_up(
     missing = _wait_registered(state.client_config, nodes)
     if missing:
         render.error(
-            f"nodes not registered within {REGISTRATION_TIMEOUT:.0f}s: {', '.join(missing)}; "
+            f"nodes not registered within {registration_timeout(nodes):.0f}s: "
+            f"{', '.join(missing)}; "
             f"see the logs in {state.state_dir / 'logs'}"
         )
     config = state.client_config
