@@ -24,9 +24,8 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 
 import psutil
 
@@ -55,7 +54,7 @@ def is_qemu_like(cmdline: Sequence[str]) -> bool:
     """A QEMU binary, or anything started with ``-name guest=<name>`` (a stand-in)."""
     if not cmdline:
         return False
-    binary = PurePosixPath(cmdline[0]).name
+    binary = cmdline[0].rstrip("/").rpartition("/")[2]  # PurePosixPath(...).name, cheaper
     if binary.startswith(_QEMU_BINARIES):
         return True
     return any(
@@ -88,15 +87,16 @@ def in_scope(
     pid: int,
     cmdline: Sequence[str],
     node_marker: str | None,
-    pid_file_pids: Iterable[int],
+    pid_file_pids: Collection[int],
 ) -> bool:
     """Whether the process belongs to scope's node (rules in the module docstring)."""
-    if pid in set(pid_file_pids):
+    if pid in pid_file_pids:
         return True
     if node_marker:
         return node_marker == scope.node
     if not scope.system_root:
-        return any(scope.host_root in arg for arg in cmdline)
+        # In some argument; the root holds no NUL, so no match spans two of them.
+        return scope.host_root in "\0".join(cmdline)
     return True
 
 
@@ -127,13 +127,21 @@ def read_pid_files(root: HostRoot, folder: str = QEMU_PID_DIR) -> dict[str, int 
     return pids
 
 
+_PROC_READ = 65536
+
+
 def _read_proc(pid: int, name: str) -> bytes:
     # Hot path (every process, every scan): a bare descriptor costs half of what
     # a buffered file object does.
+    # procfs fills a read as far as the file goes (cmdline, environ and stat all
+    # loop over their pages), so a short first read is the whole file.
     fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        chunks = []
-        while chunk := os.read(fd, 65536):
+        chunk = os.read(fd, _PROC_READ)
+        if len(chunk) < _PROC_READ:
+            return chunk
+        chunks = [chunk]
+        while chunk := os.read(fd, _PROC_READ):
             chunks.append(chunk)
         return b"".join(chunks)
     finally:
@@ -221,13 +229,26 @@ def _status(pid: int) -> str:
         return ""
 
 
+def _may_be_in_scope(
+    scope: ProcessScope, root_bytes: bytes, raw_cmdline: bytes, marker: str | None
+) -> bool:
+    """False only for a process :func:`in_scope` rejects (pid files aside), decided
+    on the raw command line without parsing it: on a machine of simulated nodes,
+    most QEMU-like processes are other nodes' stand-ins."""
+    if marker:
+        return marker == scope.node
+    return scope.system_root or root_bytes in raw_cmdline
+
+
 def scan_qemu_processes(scope: ProcessScope, pid_file_pids: Iterable[int]) -> list[QemuProcess]:
     """Every QEMU-like process in scope, sorted by pid (blocking; a full /proc scan).
 
     Reads only each process's command line; the environment and status are read
-    for the few QEMU-like ones (a hypervisor runs hundreds of other processes).
+    for the few QEMU-like ones (a hypervisor runs hundreds of other processes),
+    and only this node's command lines are parsed.
     """
     own_pids = set(pid_file_pids)
+    root_bytes = os.fsencode(scope.host_root)
     found = []
     me = os.getpid()
     for entry in os.scandir("/proc"):
@@ -240,12 +261,13 @@ def scan_qemu_processes(scope: ProcessScope, pid_file_pids: Iterable[int]) -> li
             continue
         if pid == me or not _maybe_qemu(raw):
             continue
-        cmdline = split_cmdline(raw)
-        if not is_qemu_like(cmdline):
-            continue
         # A pid in the node's pid files is its own whatever the environment says.
-        marker = None if pid in own_pids else _node_marker(pid)
-        if not in_scope(scope, pid, cmdline, marker, own_pids):
+        own = pid in own_pids
+        marker = None if own else _node_marker(pid)
+        if not own and not _may_be_in_scope(scope, root_bytes, raw, marker):
+            continue  # another node's, told from bytes (simulated nodes share /proc)
+        cmdline = split_cmdline(raw)
+        if not is_qemu_like(cmdline) or not in_scope(scope, pid, cmdline, marker, own_pids):
             continue
         status = _status(pid)
         if not status:

@@ -34,6 +34,7 @@ from novaops.executor.checks.model import (
 )
 from novaops.executor.checks.qemu_processes import (
     ProcessScope,
+    _may_be_in_scope,
     guest_name,
     in_scope,
     is_qemu_like,
@@ -261,6 +262,31 @@ def test_process_scope_keeps_simulated_nodes_apart() -> None:
     assert in_scope(node_b, 125, ["qemu-system-x86_64"], None, pid_file_pids=[125])
     assert in_scope(production, 126, ["qemu-system-x86_64"], None, [])
 
+
+
+def test_byte_prefilter_never_drops_a_process_in_scope() -> None:
+    # The scan skips, before parsing, what _may_be_in_scope rejects; that must be
+    # only processes in_scope rejects too.
+    scopes = [
+        ProcessScope("a", "/tmp/cluster/a/root", system_root=False),
+        ProcessScope("a-1", "/tmp/cluster/a/root-1", system_root=False),
+        ProcessScope("prod", "/", system_root=True),
+    ]
+    raws = [
+        b"qemu-system-x86_64\0-name\0guest=x\0",
+        b"python3\0/tmp/cluster/a/root/standin.py\0-name\0guest=x\0",
+        b"python3\0/tmp/cluster/a/root-1/standin.py\0-name\0guest=x\0",
+        b"qemu: -chardev path=/tmp/cluster/a/root/m.sock -name guest=y",
+    ]
+    kept = 0
+    for scope in scopes:
+        root = scope.host_root.encode()
+        for raw in raws:
+            for marker in (None, "", "a", "a-1", "prod", "other"):
+                inside = in_scope(scope, 9, split_cmdline(raw), marker, [])
+                assert not inside or _may_be_in_scope(scope, root, raw, marker), (scope, raw)
+                kept += inside
+    assert kept > 0
 
 def test_parse_pid_file() -> None:
     assert parse_pid_file("4242\n") == 4242
