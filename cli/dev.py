@@ -114,9 +114,7 @@ def dev() -> None:
 
 
 @dev.command("up")
-@click.option(
-    "--nodes", type=click.IntRange(1, MAX_NODES), default=3, show_default=True
-)
+@click.option("--nodes", type=click.IntRange(1, MAX_NODES), default=3, show_default=True)
 @STATE_DIR
 @click.option(
     "--store",

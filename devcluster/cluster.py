@@ -80,6 +80,8 @@ def start_timeout(nodes: int) -> float:
     a second per node (measured: 50 executors starting at once on 2 cores take
     ~35 s to all listen; one alone takes under 1 s)."""
     return 30.0 + nodes
+
+
 _etcd_launchers: list[object] = []  # EtcdCluster objects; see _start_etcd
 
 

@@ -263,7 +263,6 @@ def test_process_scope_keeps_simulated_nodes_apart() -> None:
     assert in_scope(production, 126, ["qemu-system-x86_64"], None, [])
 
 
-
 def test_byte_prefilter_never_drops_a_process_in_scope() -> None:
     # The scan skips, before parsing, what _may_be_in_scope rejects; that must be
     # only processes in_scope rejects too.
@@ -287,6 +286,7 @@ def test_byte_prefilter_never_drops_a_process_in_scope() -> None:
                 assert not inside or _may_be_in_scope(scope, root, raw, marker), (scope, raw)
                 kept += inside
     assert kept > 0
+
 
 def test_parse_pid_file() -> None:
     assert parse_pid_file("4242\n") == 4242
