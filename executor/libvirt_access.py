@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import queue
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -41,6 +40,7 @@ import psutil
 
 from novaops.executor.checks.qemu_processes import QEMU_PID_DIR, parse_pid_file
 from novaops.executor.hostroot import HostRoot
+from novaops.executor.threads import DaemonThreads, ThreadsBusy, on_part_thread
 
 log = logging.getLogger(__name__)
 
@@ -373,14 +373,11 @@ class LibvirtConnection:
         self._listeners: tuple[LifecycleListener, ...] = ()
         self._listeners_lock = threading.Lock()
         self._lock = threading.Lock()
-        self._in_flight = 0
-        # Separate from _lock, which a hung libvirt.open() may hold indefinitely.
-        self._in_flight_lock = threading.Lock()
-        # Calls waiting for a worker thread, and how many threads wait for calls.
-        self._work_queue: queue.SimpleQueue[
-            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
-        ] = queue.SimpleQueue()
-        self._idle_workers = 0
+        # Calls run on these threads (their own lock: a hung libvirt.open() may
+        # hold _lock indefinitely).
+        self._threads = DaemonThreads(
+            "libvirt-call", max_in_flight=_MAX_CALLS_IN_FLIGHT, idle_seconds=_WORKER_IDLE_SECONDS
+        )
         # Set when the driver lacks getAllDomainStats (reset on reconnect).
         self._no_domain_stats = False
         self._unsupported_error_codes = {
@@ -405,83 +402,34 @@ class LibvirtConnection:
         return self._uri
 
     async def _call(self, operation: Callable[[Any], T]) -> T:
-        """operation(connection), off the event loop, bounded by call_timeout."""
+        """operation(connection), off the event loop, bounded by call_timeout.
+
+        On a part thread (novaops.executor.threads) it runs right there: the part
+        is already off the loop, and its caller bounds it."""
+        if on_part_thread():
+            return self._run(operation)
         return await self._in_thread(lambda: self._run(operation))
 
     async def _in_thread(self, work: Callable[[], T]) -> T:
         """Run work on one of this connection's daemon threads, bounded by call_timeout.
 
-        Daemon threads, not a ``concurrent.futures`` pool: a libvirt call that never
-        returns must not keep the process from exiting at shutdown. Threads are
-        reused (starting one per call cost more than most libvirt reads); a hung
-        call keeps its thread, and the next call gets a fresh one.
+        Daemon threads (see DaemonThreads): a libvirt call that never returns must
+        not keep the process from exiting at shutdown. Threads are reused (starting
+        one per call cost more than most libvirt reads); a hung call keeps its
+        thread, and the next call gets a fresh one.
         """
-        with self._in_flight_lock:
-            if self._in_flight >= _MAX_CALLS_IN_FLIGHT:
-                raise LibvirtUnavailable(
-                    f"libvirt at {self._uri} is not answering "
-                    f"({self._in_flight} calls still pending)"
-                )
-            self._in_flight += 1
-            loop = asyncio.get_running_loop()
-            future: asyncio.Future[T] = loop.create_future()
-            # Queued under the lock, so an idle worker deciding to leave sees it.
-            self._work_queue.put((loop, future, work))
-            start_thread = self._idle_workers == 0
-            if not start_thread:
-                self._idle_workers -= 1
-        if start_thread:
-            threading.Thread(target=self._worker, name="libvirt-call", daemon=True).start()
+        try:
+            future = self._threads.submit(work)
+        except ThreadsBusy as busy:
+            raise LibvirtUnavailable(
+                f"libvirt at {self._uri} is not answering ({busy.pending} calls still pending)"
+            ) from None
         try:
             return await asyncio.wait_for(future, self._call_timeout)
         except TimeoutError:
             raise LibvirtUnavailable(
                 f"libvirt at {self._uri} did not answer within {self._call_timeout:g}s"
             ) from None
-
-    def _worker(self) -> None:
-        """Take calls until none arrives for a while (then the thread ends)."""
-        while True:
-            try:
-                loop, future, work = self._work_queue.get(timeout=_WORKER_IDLE_SECONDS)
-            except queue.Empty:
-                with self._in_flight_lock:
-                    # A call queued between the timeout and this lock counted on
-                    # this thread being idle: serve it instead of leaving.
-                    if self._work_queue.empty():
-                        self._idle_workers -= 1
-                        return
-                continue
-            self._work(loop, future, work)
-            with self._in_flight_lock:
-                self._idle_workers += 1
-
-    def _work(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
-        work: Callable[[], Any],
-    ) -> None:
-        deliver: Callable[[], None]
-        try:
-            result = work()
-
-            def deliver() -> None:
-                if not future.done():  # done = the caller timed out or was cancelled
-                    future.set_result(result)
-
-        except Exception as exc:
-            error = exc
-
-            def deliver() -> None:
-                if not future.done():
-                    future.set_exception(error)
-
-        finally:
-            with self._in_flight_lock:
-                self._in_flight -= 1
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(deliver)
 
     def _connection(self) -> Any:
         with self._lock:

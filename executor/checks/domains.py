@@ -38,6 +38,7 @@ from novaops.executor.libvirt_access import (
     LibvirtConnection,
     LibvirtUnavailable,
 )
+from novaops.executor.threads import on_part_thread
 
 # States in which libvirt still holds a QEMU process for the domain (a crashed
 # domain with on_crash=preserve keeps its process for post-mortem).
@@ -121,12 +122,15 @@ class LibvirtDomainSource(LibvirtConnection):
         diagnoses, on the same node) instead of starting another; nothing is
         kept once it completes. Each caller may time out or be cancelled alone:
         the shared read goes on for the others (and is itself bounded by
-        ``call_timeout``).
+        ``call_timeout``). A part thread reads on its own (its loop is not shared).
         """
+        read = functools.partial(self._read_with_xml, states)
+        if on_part_thread():  # runs right here, not on the loop the others share
+            return await self._call(read)
         loop = asyncio.get_running_loop()
         shared = self._xml_reads.get(states)
         if shared is None or shared.get_loop() is not loop:
-            shared = loop.create_task(self._call(functools.partial(self._read_with_xml, states)))
+            shared = loop.create_task(self._call(read))
             self._xml_reads[states] = shared
             shared.add_done_callback(functools.partial(self._xml_read_done, states))
         return list(await asyncio.shield(shared))

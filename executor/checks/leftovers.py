@@ -20,7 +20,6 @@ are the clean-baseline checks of ``health --verify-clean`` and part of
 
 from __future__ import annotations
 
-import asyncio
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +44,7 @@ from novaops.executor.checks.qemu_processes import (
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import LibvirtUnavailable
+from novaops.executor.threads import off_loop
 
 LOCK_FOLDERS = ("/var/lib/libvirt", "/run/libvirt")
 LOCK_SUFFIXES = (".lock", ".pid")
@@ -304,7 +304,7 @@ async def gather_orphans(sources: CheckSources) -> OrphanEvidence:
         domains = await _claiming_domains(sources)
     except LibvirtUnavailable as exc:
         return OrphanEvidence(sources.node, libvirt_error=str(exc))
-    return await asyncio.to_thread(_scan_orphan_evidence, sources, domains)
+    return await off_loop(_scan_orphan_evidence, sources, domains)
 
 
 def _walk_lock_files(root: HostRoot) -> list[str]:
@@ -368,7 +368,7 @@ async def gather_taps(sources: CheckSources) -> TapEvidence:
     except LibvirtUnavailable as exc:
         return TapEvidence(sources.node, libvirt_error=str(exc))
     try:
-        taps = await asyncio.to_thread(_tap_links, sources)
+        taps = await off_loop(_tap_links, sources)
     except OSError as exc:
         return TapEvidence(sources.node, error=str(exc))
     claimed = {tap: name for name, domain_taps in domains.items() for tap in domain_taps}

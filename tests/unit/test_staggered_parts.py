@@ -4,12 +4,14 @@ the stagger, and what finished meanwhile is handed over."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
 
 from novaops.executor.checks import runner
 from novaops.executor.checks.model import CheckResult, Status
+from novaops.executor.threads import DaemonThreads, ThreadsBusy, off_loop, on_part_thread
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -85,3 +87,89 @@ async def test_run_parts_keeps_the_order_named(monkeypatch: pytest.MonkeyPatch) 
 
     results = await runner.run_parts(tuple(delays), Sources())  # type: ignore[arg-type]
     assert [r.check_id for r in results] == list(delays)
+
+
+# -- _sequenced: every part on one part thread, the loop taking over a slow one --------
+
+
+class Blocking:
+    """Parts that block their thread (time.sleep), as a hung syscall would."""
+
+    def __init__(self) -> None:
+        self.threads: dict[str, int] = {}
+
+    def part(self, name: str, seconds: float = 0.0, crash: bool = False) -> runner.CheckRun:
+        async def run(sources: object) -> list[CheckResult]:
+            self.threads[name] = threading.get_ident()
+            await off_loop(time.sleep, seconds)  # runs right here on a part thread
+            if crash:
+                raise OSError("disk gone")
+            return [CheckResult(name, "host", Status.OK, f"{name} ok")]
+
+        return run
+
+
+async def _sequenced(
+    plan: list[tuple[str, runner.CheckRun]], timeout: float = 5.0, stagger: float = 0.1
+) -> list[tuple[float, list[tuple[str, list[CheckResult]]]]]:
+    started = time.monotonic()
+    return [
+        (time.monotonic() - started, group)
+        async for group in runner._sequenced(plan, object(), timeout, stagger)  # type: ignore[arg-type]
+    ]
+
+
+async def test_sequenced_parts_share_one_thread_and_come_together() -> None:
+    parts = Blocking()
+    names = [f"p{i}" for i in range(5)]
+    groups = await _sequenced([(n, parts.part(n, 0.001)) for n in names])
+    assert [[check_id for check_id, _ in group] for _, group in groups] == [names]
+    assert len(set(parts.threads.values())) == 1
+    assert threading.get_ident() not in parts.threads.values()
+
+
+async def test_a_blocking_part_stops_holding_up_the_rest_after_the_stagger() -> None:
+    parts = Blocking()
+    plan = [(n, parts.part(n, s)) for n, s in [("a", 0.0), ("slow", 1.0), ("b", 0.0), ("c", 0.0)]]
+    seen = await _sequenced(plan)
+    assert [[check_id for check_id, _ in group] for _, group in seen] == [
+        ["a"],
+        ["b", "c"],
+        ["slow"],
+    ]
+    assert seen[0][0] < 0.5 and seen[1][0] < 0.6 and seen[2][0] >= 0.9
+    assert seen[2][1][0][1][0].status is Status.OK  # the slow part's own result, once done
+    assert parts.threads["b"] != parts.threads["slow"]
+
+
+async def test_a_part_past_its_timeout_is_an_error_and_a_crash_is_one_too() -> None:
+    parts = Blocking()
+    plan = [
+        ("hung", parts.part("hung", 2.0)),
+        ("crash", parts.part("crash", crash=True)),
+        ("fine", parts.part("fine")),
+    ]
+    seen = await _sequenced(plan, timeout=0.4)
+    results = {check_id: found[0] for _, group in seen for check_id, found in group}
+    assert results["hung"].status is Status.ERROR
+    assert results["hung"].summary == "timed out after 0.4s"
+    assert results["crash"].status is Status.ERROR
+    assert results["crash"].summary == "check crashed: OSError: disk gone"
+    assert results["fine"].status is Status.OK
+    assert seen[-1][0] < 1.5  # the hung part did not hold the stream for its 2 s
+
+
+async def test_off_loop_runs_in_a_thread_off_a_part_thread() -> None:
+    assert await off_loop(threading.get_ident) != threading.get_ident()
+    assert not on_part_thread()
+
+
+async def test_daemon_threads_refuse_work_past_their_bound() -> None:
+    pool = DaemonThreads("test-bound", max_in_flight=2, idle_seconds=0.5)
+    release = threading.Event()
+    held = [pool.submit(release.wait) for _ in range(2)]
+    with pytest.raises(ThreadsBusy, match="2 calls still pending"):
+        pool.submit(lambda: None)
+    release.set()
+    assert await asyncio.gather(*held) == [True, True]
+    assert await pool.submit(lambda: 7) == 7
