@@ -10,7 +10,7 @@ Part threads: the host parts of ``diag host`` do a little blocking I/O in
 several steps (a libvirt read, then a /proc scan, ...). Sending each step to a
 thread and back cost more CPU than the steps themselves (measured on a
 simulated node: 5.8 ms per ``diag host`` with a hop per step, 2.3 ms with
-none). :func:`run_on_part_thread` instead runs a whole part on one thread, on
+none). :class:`PartThreads` instead runs a whole part on one thread, on
 that thread's own event loop, where :func:`off_loop` and libvirt calls (see
 ``LibvirtConnection._call``) run at once instead of hopping again. The caller
 bounds the part with its timeout as before; a hung part keeps its thread.
@@ -154,11 +154,6 @@ def _close_part_loop() -> None:
         loop.close()
 
 
-# Eight host parts run one after another per diag host; a diagnosis and a health
-# run may overlap. Sixteen pending means parts hang: further ones fail at once.
-_PART_THREADS = DaemonThreads("check-part", max_in_flight=16, on_exit=_close_part_loop)
-
-
 def run_here(coroutine: Coroutine[Any, Any, T]) -> T:
     """On a part thread (inside :func:`submit_to_part_thread`'s work): run the
     coroutine to its end on this thread's own event loop."""
@@ -177,13 +172,22 @@ def _as_part(work: Callable[[], T]) -> T:
         _part.active = False
 
 
-def submit_to_part_thread(work: Callable[[], T]) -> asyncio.Future[T]:
-    """work() on a part thread, where it may :func:`run_here` coroutines whose
-    blocking steps then run at once; its result on a future of the running loop.
-    ThreadsBusy when too many parts are still running (hung)."""
-    return _PART_THREADS.submit(lambda: _as_part(work))
+class PartThreads:
+    """One node's part threads. Eight host parts run one after another per diag
+    host, and a diagnosis and a health run may overlap: ``max_in_flight``
+    pending means parts hang, and further ones fail at once (ThreadsBusy)."""
 
+    def __init__(self, max_in_flight: int = 16) -> None:
+        self._threads = DaemonThreads(
+            "check-part", max_in_flight=max_in_flight, on_exit=_close_part_loop
+        )
 
-async def run_on_part_thread(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """The coroutine make() returns, run to its end on a part thread (module doc)."""
-    return await submit_to_part_thread(lambda: run_here(make()))
+    def submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
+        """work() on a part thread, where it may :func:`run_here` coroutines whose
+        blocking steps then run at once; its result on a future of the running
+        loop. ThreadsBusy when too many parts are still running (hung)."""
+        return self._threads.submit(lambda: _as_part(work))
+
+    async def run(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        """The coroutine make() returns, run to its end on a part thread."""
+        return await self.submit(lambda: run_here(make()))

@@ -33,13 +33,7 @@ from novaops.executor.checks import container, host, leftovers, network, vm
 from novaops.executor.checks.model import CheckResult, error_result
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.libvirt_access import LibvirtUnavailable
-from novaops.executor.threads import (
-    ThreadsBusy,
-    off_loop,
-    run_here,
-    run_on_part_thread,
-    submit_to_part_thread,
-)
+from novaops.executor.threads import ThreadsBusy, off_loop, run_here
 from novaops.v1 import executor_pb2
 
 log = logging.getLogger(__name__)
@@ -161,7 +155,7 @@ async def _on_part_thread(part: CheckRun, sources: CheckSources) -> list[CheckRe
     """A host part run whole on a part thread (novaops.executor.threads): its
     blocking steps then need no thread hop each."""
     try:
-        return await run_on_part_thread(lambda: part(sources))
+        return await sources.part_threads.run(lambda: part(sources))
     except ThreadsBusy as busy:
         raise RuntimeError(f"host checks are stuck ({busy.pending} parts still running)") from None
 
@@ -283,7 +277,7 @@ async def _sequenced(
     stagger = PART_STAGGER_SECONDS if stagger is None else stagger
     sequence = _Sequence(parts, sources)
     try:
-        done = submit_to_part_thread(sequence.run)
+        done = sources.part_threads.submit(sequence.run)
     except ThreadsBusy as busy:
         error = f"host checks are stuck ({busy.pending} parts still running)"
         yield [(check_id, [error_result(check_id, "host", error)]) for check_id, _ in parts]

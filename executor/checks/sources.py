@@ -18,6 +18,7 @@ from novaops.executor.checks.events import EventRing
 from novaops.executor.checks.links import LinkSource, links_for_node
 from novaops.executor.checks.qemu_processes import ProcessScope
 from novaops.executor.hostroot import HostRoot
+from novaops.executor.threads import PartThreads
 
 # Host folders whose filesystems the disk-pressure check watches.
 DEFAULT_PRESSURE_PATHS = ("/var/lib/libvirt/images", "/var/log/libvirt", "/var/log")
@@ -83,6 +84,8 @@ class CheckSources:
     # Bridge members that are not domain taps and are expected (uplinks, bonds).
     bridge_uplinks: tuple[str, ...] = ()
     qemu_img: str | None = field(default_factory=lambda: shutil.which("qemu-img"))
+    # Where the host parts run (novaops.executor.threads); one set per node.
+    part_threads: PartThreads = field(default_factory=PartThreads)
 
     def __post_init__(self) -> None:
         if self.links is None:

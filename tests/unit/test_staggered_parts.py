@@ -11,9 +11,25 @@ import pytest
 
 from novaops.executor.checks import runner
 from novaops.executor.checks.model import CheckResult, Status
-from novaops.executor.threads import DaemonThreads, ThreadsBusy, off_loop, on_part_thread
+from novaops.executor.threads import (
+    DaemonThreads,
+    PartThreads,
+    ThreadsBusy,
+    off_loop,
+    on_part_thread,
+)
 
 pytestmark = pytest.mark.timeout(30)
+
+
+class Sources:
+    """Stands in for CheckSources: what the runner reads of it."""
+
+    class timings:  # stands in for CheckTimings
+        per_check = 5.0
+
+    def __init__(self) -> None:
+        self.part_threads = PartThreads()
 
 
 class Parts:
@@ -81,10 +97,6 @@ async def test_run_parts_keeps_the_order_named(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(runner, "HOST_PARTS", fake)
     monkeypatch.setattr(runner, "PART_STAGGER_SECONDS", 0.05)
 
-    class Sources:
-        class timings:  # stands in for CheckTimings
-            per_check = 5.0
-
     results = await runner.run_parts(tuple(delays), Sources())  # type: ignore[arg-type]
     assert [r.check_id for r in results] == list(delays)
 
@@ -115,7 +127,7 @@ async def _sequenced(
     started = time.monotonic()
     return [
         (time.monotonic() - started, group)
-        async for group in runner._sequenced(plan, object(), timeout, stagger)  # type: ignore[arg-type]
+        async for group in runner._sequenced(plan, Sources(), timeout, stagger)  # type: ignore[arg-type]
     ]
 
 
@@ -173,3 +185,16 @@ async def test_daemon_threads_refuse_work_past_their_bound() -> None:
     release.set()
     assert await asyncio.gather(*held) == [True, True]
     assert await pool.submit(lambda: 7) == 7
+
+
+async def test_each_node_has_its_own_bound() -> None:
+    # Many simulated nodes share one process (bench, tests): one node's hung parts
+    # must not refuse another's.
+    release = threading.Event()
+    first, second = PartThreads(max_in_flight=2), PartThreads(max_in_flight=2)
+    held = [first.submit(release.wait) for _ in range(2)]
+    with pytest.raises(ThreadsBusy):
+        first.submit(lambda: None)
+    assert await second.submit(lambda: 3) == 3
+    release.set()
+    await asyncio.gather(*held)
