@@ -6,9 +6,10 @@ What callers may rely on:
   that overruns ``sources.timings.per_check`` yields one ``error`` result
   "timed out after N s", and one that raises yields an ``error`` result naming
   the exception (also logged with its traceback).
-* Blocking I/O runs in threads; the event loop is never blocked. A hung
-  thread cannot be killed, so it keeps its worker until the I/O returns — the
-  result was already reported as timed out.
+* Blocking I/O runs in threads; the event loop is never blocked. Host parts
+  run together on one part thread, their blocking steps inline (decision 0007).
+  A hung thread cannot be killed, so it keeps its worker until the I/O
+  returns — the result was already reported as timed out.
 * :func:`run_diagnose` yields results as each part finishes (``diag host`` runs
   its parts one after another, the next one starting at the latest
   :data:`PART_STAGGER_SECONDS` after the one before, so a hung part does not hold
