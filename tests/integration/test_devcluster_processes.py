@@ -299,7 +299,9 @@ def test_down_reaches_children_after_the_leader_was_killed(
     node = record.process("node-1")
     assert node is not None
     deadline = time.monotonic() + 10
-    while len(group_members(node)) < 2 and time.monotonic() < deadline:
+    # The child must ignore SIGTERM already, not merely exist (see above).
+    while not _ignores_sigterm(group_members(node)):
+        assert time.monotonic() < deadline, "the stand-in's child did not start"
         time.sleep(0.05)
     kill_process(state_dir, "node-1")  # kill -9 the executor alone: its child stays
     assert {p.name: p.running for p in status(state_dir)}["node-1"] is False
