@@ -40,7 +40,7 @@ import psutil
 
 from novaops.executor.checks.qemu_processes import QEMU_PID_DIR, parse_pid_file
 from novaops.executor.hostroot import HostRoot
-from novaops.executor.threads import DaemonThreads, ThreadsBusy, on_part_thread
+from novaops.executor.threads import DaemonThreads, ThreadsBusy
 
 log = logging.getLogger(__name__)
 
@@ -404,10 +404,9 @@ class LibvirtConnection:
     async def _call(self, operation: Callable[[Any], T]) -> T:
         """operation(connection), off the event loop, bounded by call_timeout.
 
-        On a part thread (novaops.executor.threads) it runs right there: the part
-        is already off the loop, and its caller bounds it."""
-        if on_part_thread():
-            return self._run(operation)
+        Also from a part thread (novaops.executor.threads), it goes to one of the
+        connection's threads: a hung libvirt must show as "libvirt unreachable"
+        within call_timeout, and must not hold the node's part threads."""
         return await self._in_thread(lambda: self._run(operation))
 
     async def _in_thread(self, work: Callable[[], T]) -> T:

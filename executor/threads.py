@@ -11,9 +11,10 @@ several steps (a libvirt read, then a /proc scan, ...). Sending each step to a
 thread and back cost more CPU than the steps themselves (measured on a
 simulated node: 5.8 ms per ``diag host`` with a hop per step, 2.3 ms with
 none). :class:`PartThreads` instead runs a whole part on one thread, on
-that thread's own event loop, where :func:`off_loop` and libvirt calls (see
-``LibvirtConnection._call``) run at once instead of hopping again. The caller
-bounds the part with its timeout as before; a hung part keeps its thread.
+that thread's own event loop, where :func:`off_loop` runs at once instead of
+hopping again (libvirt calls still go to the connection's bounded threads).
+The caller bounds the part with its timeout as before; a hung part keeps its
+thread.
 """
 
 from __future__ import annotations
@@ -64,25 +65,42 @@ class DaemonThreads:
     def submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
         """work() on a thread; its result (or exception) on a future of the running
         loop. Cancelling the future abandons the result, not the work.
-        ThreadsBusy when max_in_flight calls are pending."""
+        ThreadsBusy when max_in_flight calls are pending (or no thread starts)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
+        item = (loop, future, work)
         with self._lock:
             if self._in_flight >= self._max_in_flight:
                 raise ThreadsBusy(self._in_flight)
             self._in_flight += 1
-            # Queued under the lock, so an idle thread deciding to leave sees it.
-            self._queue.put((loop, future, work))
             start_thread = self._idle == 0
-            if not start_thread:
+            if start_thread:
+                pending = self._in_flight
+            else:
+                # Queued under the lock, so an idle thread deciding to leave sees it.
                 self._idle -= 1
-        if start_thread:
-            threading.Thread(target=self._serve, name=self._name, daemon=True).start()
+                self._queue.put(item)
+        if start_thread:  # the new thread takes this call first; nothing else waits for it
+            try:
+                threading.Thread(
+                    target=self._serve, args=(item,), name=self._name, daemon=True
+                ).start()
+            except RuntimeError:  # can't start new thread
+                with self._lock:
+                    self._in_flight -= 1
+                raise ThreadsBusy(pending) from None
         return future
 
-    def _serve(self) -> None:
-        """Take calls until none arrives for idle_seconds (then the thread ends)."""
+    def _serve(
+        self,
+        first: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]],
+    ) -> None:
+        """Run first, then take calls until none arrives for idle_seconds (then the
+        thread ends)."""
         try:
+            self._run(*first)
+            with self._lock:
+                self._idle += 1
             while True:
                 try:
                     loop, future, work = self._queue.get(timeout=self._idle_seconds)
@@ -94,7 +112,7 @@ class DaemonThreads:
                             self._idle -= 1
                             return
                     continue
-                self._run(loop, future, work)
+                self._run(loop, future, work)  # its submitter took our idle count
                 with self._lock:
                     self._idle += 1
         finally:
@@ -155,7 +173,7 @@ def _close_part_loop() -> None:
 
 
 def run_here(coroutine: Coroutine[Any, Any, T]) -> T:
-    """On a part thread (inside :func:`submit_to_part_thread`'s work): run the
+    """On a part thread (inside :meth:`PartThreads.submit`'s work): run the
     coroutine to its end on this thread's own event loop."""
     assert on_part_thread(), "run_here outside a part thread"
     loop: asyncio.AbstractEventLoop | None = getattr(_part, "loop", None)

@@ -125,7 +125,7 @@ class LibvirtDomainSource(LibvirtConnection):
         ``call_timeout``). A part thread reads on its own (its loop is not shared).
         """
         read = functools.partial(self._read_with_xml, states)
-        if on_part_thread():  # runs right here, not on the loop the others share
+        if on_part_thread():  # reads alone: the shared read lives on another loop
             return await self._call(read)
         loop = asyncio.get_running_loop()
         shared = self._xml_reads.get(states)

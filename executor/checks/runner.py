@@ -283,11 +283,24 @@ async def _sequenced(
         error = f"host checks are stuck ({busy.pending} parts still running)"
         yield [(check_id, [error_result(check_id, "host", error)]) for check_id, _ in parts]
         return
+    submitted = time.monotonic()
     try:
         while not done.done():
             with sequence.lock:
                 started = sequence.current_started
-            hold = max(0.0, started + stagger - time.monotonic()) if started else stagger
+                if not started and time.monotonic() - submitted >= timeout:
+                    sequence.abandoned = True  # the thread never began: it starts nothing
+            if sequence.abandoned:
+                timed_out = f"timed out after {timeout:g}s"
+                yield [
+                    (check_id, [error_result(check_id, "host", timed_out)]) for check_id, _ in parts
+                ]
+                return
+            hold = (
+                max(0.0, started + stagger - time.monotonic())
+                if started
+                else min(stagger, max(0.0, submitted + timeout - time.monotonic()))
+            )
             await asyncio.wait({done}, timeout=hold)
             with sequence.lock:
                 if done.done() or not sequence.current_started:

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -333,3 +334,34 @@ async def test_target_from_request() -> None:
     )
     with pytest.raises(ValueError):
         DiagnoseTarget.from_request(executor_pb2.DiagnoseRequest())
+
+
+async def test_a_wedged_libvirt_is_unreachable_and_leaves_the_other_parts_alone(
+    tmp_path: Path,
+) -> None:
+    # libvirt calls from host parts still go through the connection's own bounded
+    # threads: a daemon that stops answering reads as unreachable within
+    # call_timeout, run after run, and never uses up the node's part threads.
+    wedged = threading.Event()
+    source = LibvirtDomainSource("test:///default", call_timeout=0.3)
+    connect = source._connection
+
+    def hang() -> object:
+        wedged.wait()
+        return connect()
+
+    source._connection = hang  # type: ignore[method-assign]
+    sources = CheckSources(
+        node="n1", root=HostRoot(tmp_path), domains=source, timings=CheckTimings(per_check=2.0)
+    )
+    try:
+        for _ in range(6):
+            health = _by_id(await asyncio.wait_for(run_health_checks(sources), 10))
+            assert health["host.libvirt"].status is Status.FAIL
+            # First "did not answer within 0.3s"; once 8 calls hang, "not answering".
+            assert health["host.libvirt"].summary.startswith("libvirt unreachable: ")
+            assert health["host.cgroup"].status is not Status.ERROR
+            assert health["host.locks"].status is not Status.ERROR
+    finally:
+        wedged.set()
+        await source.close()

@@ -198,3 +198,37 @@ async def test_each_node_has_its_own_bound() -> None:
     assert await second.submit(lambda: 3) == 3
     release.set()
     await asyncio.gather(*held)
+
+
+async def test_a_thread_that_cannot_start_is_busy_and_holds_no_slot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pool = DaemonThreads("test-start", max_in_flight=1)
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(ThreadsBusy):
+        pool.submit(lambda: 1)
+    monkeypatch.undo()
+    assert await pool.submit(lambda: 2) == 2  # the failed call left no slot taken
+
+
+async def test_a_sequence_whose_thread_never_starts_times_out() -> None:
+    started = time.monotonic()
+    blocked = threading.Event()
+    original = runner._Sequence.run
+
+    def late(self: runner._Sequence) -> None:
+        blocked.wait(5)
+        original(self)
+
+    runner._Sequence.run = late  # type: ignore[method-assign]
+    try:
+        seen = await _sequenced([("a", Blocking().part("a"))], timeout=0.3)
+    finally:
+        runner._Sequence.run = original  # type: ignore[method-assign]
+        blocked.set()
+    assert [found[0].summary for _, group in seen for _, found in group] == ["timed out after 0.3s"]
+    assert time.monotonic() - started < 2
