@@ -7,7 +7,8 @@ What callers may rely on:
   "timed out after N s", and one that raises yields an ``error`` result naming
   the exception (also logged with its traceback).
 * Blocking I/O runs in threads; the event loop is never blocked. Host parts
-  run together on one part thread, their blocking steps inline (decision 0007).
+  run together on one part thread, their blocking steps inline there except
+  libvirt calls (decision 0007).
   A hung thread cannot be killed, so it keeps its worker until the I/O
   returns — the result was already reported as timed out.
 * :func:`run_diagnose` yields results as each part finishes (``diag host`` runs
@@ -152,13 +153,19 @@ VM_CONCURRENCY = 4
 CLEAN_BASELINE_PARTS = ("host.orphans", "host.locks", "host.taps")
 
 
-async def _on_part_thread(part: CheckRun, sources: CheckSources) -> list[CheckResult]:
+async def _on_part_thread(
+    check_id: str, part: CheckRun, sources: CheckSources
+) -> list[CheckResult]:
     """A host part run whole on a part thread (novaops.executor.threads): its
     blocking steps then need no thread hop each."""
     try:
         return await sources.part_threads.run(lambda: part(sources))
     except ThreadsBusy as busy:
-        raise RuntimeError(f"host checks are stuck ({busy.pending} parts still running)") from None
+        return [error_result(check_id, "host", _stuck(busy))]
+
+
+def _stuck(busy: ThreadsBusy) -> str:
+    return f"host checks are stuck ({busy.pending} parts still running)"
 
 
 async def _bounded(
@@ -280,8 +287,7 @@ async def _sequenced(
     try:
         done = sources.part_threads.submit(sequence.run)
     except ThreadsBusy as busy:
-        error = f"host checks are stuck ({busy.pending} parts still running)"
-        yield [(check_id, [error_result(check_id, "host", error)]) for check_id, _ in parts]
+        yield [(check_id, [error_result(check_id, "host", _stuck(busy))]) for check_id, _ in parts]
         return
     submitted = time.monotonic()
     try:
@@ -316,7 +322,10 @@ async def _sequenced(
                 (parts[slow][0], _slow_part(sequence, done, slow, timeout, started))
             ]
             rest += [
-                (check_id, _bounded(check_id, "host", timeout, _on_part_thread(part, sources)))
+                (
+                    check_id,
+                    _bounded(check_id, "host", timeout, _on_part_thread(check_id, part, sources)),
+                )
                 for check_id, part in parts[slow + 1 :]
             ]
             async with contextlib.aclosing(_staggered(rest, stagger, first_stagger=0)) as groups:
