@@ -31,11 +31,10 @@ import contextlib
 import datetime as dt
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from novaops.executor.checks.model import CheckResult, Status
+from novaops.executor.checks.model import CheckResult, Status, new_event_id
 from novaops.executor.metrics import count_degraded_controls
 from novaops.v1 import common_pb2
 
@@ -120,7 +119,7 @@ class HealthMonitor:
         started = self._monotonic()
         results = await self._run_checks()
         count_degraded_controls(results)
-        run = CheckRun(tuple((r, uuid.uuid4().hex) for r in results), self._now(), started)
+        run = CheckRun(tuple((r, new_event_id()) for r in results), self._now(), started)
         if self._last is None or self._last.started_monotonic <= started:
             self._last = run  # else a diag host that started later was adopted meanwhile
         return run
@@ -135,7 +134,7 @@ class HealthMonitor:
             return
         count_degraded_controls(results)
         self._last = CheckRun(
-            tuple((r, uuid.uuid4().hex) for r in results), self._now(), started_monotonic
+            tuple((r, new_event_id()) for r in results), self._now(), started_monotonic
         )
 
     async def run_checks(self) -> CheckRun:

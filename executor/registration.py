@@ -268,7 +268,8 @@ class Registrar:
         """Heartbeat until something goes wrong.
 
         Returns True when the controller forgot the node (register there again),
-        False when the heartbeat failed (move on to the next controller).
+        False when the heartbeat failed and there are other controllers to move on
+        to (with only one, failed heartbeats are retried on the same connection).
         """
         # The first heartbeat goes out at once: it carries the node's health,
         # which registration does not, so `node list` never shows it unknown for long.
@@ -287,12 +288,26 @@ class Registrar:
                 raise
             except Exception as exc:
                 self.status.registered = False
+                if len(self.controllers) > 1:
+                    log.warning(
+                        "heartbeat to controller %s failed, failing over: %s",
+                        target,
+                        describe_rpc_error(exc),
+                    )
+                    return False
+                # The only controller: a new connection and a new registration do
+                # not cure a slow one, they load it more (500 nodes doing that at
+                # once were a storm of TLS handshakes and fact gathering that kept a
+                # busy controller overloaded). The channel reconnects by itself; the
+                # next beat tries again, and a controller that lost the node says so.
                 log.warning(
-                    "heartbeat to controller %s failed, failing over: %s",
+                    "heartbeat to controller %s failed, next try in %.1fs: %s",
                     target,
+                    interval,
                     describe_rpc_error(exc),
                 )
-                return False
+                continue
+            self.status.registered = True
             self.status.heartbeats_sent += 1
             self.status.quarantined = response.quarantined
             self.status.decision = stored_decision(response)

@@ -29,7 +29,6 @@ import datetime as dt
 import enum
 import logging
 import types
-import uuid
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
@@ -40,7 +39,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.client.tls import AioContext, peer_identity
 from novaops.executor.bundle_service import BundleRequestError, BundleService
-from novaops.executor.checks.model import CheckResult, to_proto
+from novaops.executor.checks.model import CheckResult, new_event_id, timestamp, to_proto
 from novaops.executor.checks.runner import (
     HEALTH_PARTS,
     DiagnoseTarget,
@@ -251,7 +250,7 @@ def libvirt_check(node: str, facts: common_pb2.HostFacts) -> common_pb2.CheckRes
         target="host",
         evidence={"uri": facts.libvirt_uri},
         observed_at=now_timestamp(),
-        event_id=uuid.uuid4().hex,
+        event_id=new_event_id(),
     )
     if facts.libvirt_reachable:
         result.status = common_pb2.CHECK_STATUS_OK
@@ -330,8 +329,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         run = await monitor.run_checks() if request.include_checks else monitor.last
         if run is not None:
             health.status = health_status(quarantined, facts.libvirt_reachable, run.failing)
+            finished_at = timestamp(run.finished_at)
             health.checks.extend(
-                to_proto(result, self.ctx.node, run.finished_at, event_id)
+                to_proto(result, self.ctx.node, finished_at, event_id)
                 for result, event_id in run.results
                 if request.include_checks or result.status in UNHEALTHY_STATUSES
             )
@@ -416,9 +416,9 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         monitor = self.ctx.health_monitor()
         adopt = None if monitor is None else partial(_adopt_health_parts, monitor)
         async for batch in run_diagnose_batches(target, self.ctx.checks, on_host_parts=adopt):
-            now = dt.datetime.now(dt.UTC)
+            now = timestamp(dt.datetime.now(dt.UTC))
             yield common_pb2.CheckResultBatch(
-                results=[to_proto(r, self.ctx.node, now, uuid.uuid4().hex) for r in batch]
+                results=[to_proto(r, self.ctx.node, now, new_event_id()) for r in batch]
             )
 
     async def Recover(

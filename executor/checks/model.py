@@ -18,8 +18,10 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
+import itertools
 import types
 import typing
+import uuid
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
@@ -149,12 +151,31 @@ def worst_status(results: Iterable[CheckResult]) -> Status:
     return max((r.status for r in results), key=order.index, default=Status.OK)
 
 
-def to_proto(
-    result: CheckResult, node: str, observed_at: dt.datetime, event_id: str
-) -> common_pb2.CheckResult:
-    """The wire message. observed_at must be timezone-aware (it is sent as UTC)."""
+# Event ids are unique per executor without a random draw (a getrandom syscall)
+# per result: a random prefix drawn once per process, then a counter. 32 hex
+# digits, like uuid4().hex.
+_EVENT_ID_PREFIX = uuid.uuid4().hex[:16]
+_EVENT_ID_COUNTER = itertools.count(1)
+
+
+def new_event_id() -> str:
+    """A fresh event id (see CheckResult.event_id in the contract)."""
+    return f"{_EVENT_ID_PREFIX}{next(_EVENT_ID_COUNTER):016x}"
+
+
+def timestamp(observed_at: dt.datetime) -> Timestamp:
+    """observed_at (timezone-aware) as a protobuf Timestamp in UTC."""
     stamp = Timestamp()
     stamp.FromDatetime(observed_at.astimezone(dt.UTC))
+    return stamp
+
+
+def to_proto(
+    result: CheckResult, node: str, observed_at: dt.datetime | Timestamp, event_id: str
+) -> common_pb2.CheckResult:
+    """The wire message. A datetime observed_at must be timezone-aware (it is sent
+    as UTC); callers converting many results at once pass one :func:`timestamp`."""
+    stamp = observed_at if isinstance(observed_at, Timestamp) else timestamp(observed_at)
     return common_pb2.CheckResult(
         node=node,
         check_id=result.check_id,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -570,6 +571,34 @@ class LinkScript:
         return Link()
 
 
+async def _no_facts() -> common_pb2.HostFacts:
+    return common_pb2.HostFacts()
+
+
+async def _healthy() -> HealthVerdict:
+    return HealthVerdict(common_pb2.HEALTH_STATUS_HEALTHY)
+
+
+def scripted_registrar(
+    controllers: list[str],
+    connect: Callable[[str], ControllerLink],
+    sleep: Callable[[float], Awaitable[None]],
+    **extra: Any,
+) -> Registrar:
+    return Registrar(
+        node="node-1",
+        address="127.0.0.1:7501",
+        version="test",
+        controllers=controllers,
+        connect=connect,
+        facts=_no_facts,
+        health=_healthy,
+        sleep=sleep,
+        rand=lambda: 0.0,
+        **extra,
+    )
+
+
 async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
     script = LinkScript(reachable=set())
     sleeps: list[float] = []
@@ -583,23 +612,11 @@ async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
         if len(sleeps) >= 11:
             raise asyncio.CancelledError
 
-    async def facts() -> common_pb2.HostFacts:
-        return common_pb2.HostFacts()
-
-    async def health() -> HealthVerdict:
-        return HealthVerdict(common_pb2.HEALTH_STATUS_HEALTHY)
-
-    registrar = Registrar(
-        node="node-1",
-        address="127.0.0.1:7501",
-        version="test",
-        controllers=["c1", "c2", "c3"],
-        connect=script.connect,
-        facts=facts,
-        health=health,
+    registrar = scripted_registrar(
+        ["c1", "c2", "c3"],
+        script.connect,
+        fake_sleep,
         backoff=Backoff(initial_seconds=1.0, cap_seconds=4.0, jitter=0.5),
-        sleep=fake_sleep,
-        rand=lambda: 0.0,
     )
     with pytest.raises(asyncio.CancelledError):
         await registrar.run()
@@ -623,6 +640,48 @@ async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
         "heartbeat c1",
     ]
     assert registrar.status.controller == "c1"
+
+
+async def test_single_controller_heartbeat_failures_retry_without_registering_again() -> None:
+    # With one controller, a slow answer is retried on the same link at the next
+    # beat: no reconnect, no new registration (that was a storm at 500 nodes).
+    script = LinkScript(reachable={"c1"})
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 2:
+            script.reachable = set()  # two beats fail
+        if len(sleeps) == 4:
+            script.reachable = {"c1"}
+        if len(sleeps) >= 5:
+            raise asyncio.CancelledError
+
+    registrar = scripted_registrar(["c1"], script.connect, fake_sleep)
+    states: list[bool] = []
+    original = script.connect
+
+    def connect(target: str) -> ControllerLink:
+        link = original(target)
+        heartbeat = link.heartbeat
+
+        async def watched(
+            request: controller_pb2.HeartbeatRequest, timeout: float
+        ) -> controller_pb2.HeartbeatResponse:
+            states.append(registrar.status.registered)
+            return await heartbeat(request, timeout)
+
+        link.heartbeat = watched  # type: ignore[method-assign]
+        return link
+
+    registrar.connect = connect
+    with pytest.raises(asyncio.CancelledError):
+        await registrar.run()
+    assert script.calls == ["register c1"] + ["heartbeat c1"] * 5
+    assert sleeps == [1.0] * 5  # the heartbeat interval, no backoff
+    # registered before each beat: yes, yes, no (failed), no (failed), yes again
+    assert states == [True, True, True, False, False]
+    assert registrar.status.registered and registrar.status.heartbeats_sent == 3
 
 
 def test_backoff_and_failover_order_are_pure() -> None:

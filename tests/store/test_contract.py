@@ -587,3 +587,32 @@ def test_missing_etcd_binary_says_how_to_install_it(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(devcluster_etcd, "ETCD_CANDIDATES", ())
     with pytest.raises(EtcdError, match=r"etcd not found; apt-get install etcd-server"):
         find_etcd_binary()
+
+
+async def test_embedded_keepalive_does_not_queue_behind_heartbeats(tmp_path: Path) -> None:
+    # A burst of registry calls (two per heartbeat on the controller) must not
+    # delay the leadership lease: it has its own thread and goes first at the
+    # connection, so it waits only for the call in progress.
+    store = EmbeddedStore(tmp_path / "novaops.db", FakeClock())
+    await store.open()
+    try:
+        await store.register_node(registration("node-1"))
+        term = await store.campaign("ctl-0", "a:1", 5)
+        assert term is not None
+        finished: list[int] = []
+        working = asyncio.Event()
+
+        async def heartbeat(i: int) -> None:
+            await store.heartbeat("node-1", 30, HEALTHY)
+            finished.append(i)
+            working.set()
+
+        burst = [asyncio.ensure_future(heartbeat(i)) for i in range(400)]
+        await working.wait()  # the registry thread is working through the burst
+        before = len(finished)
+        assert await store.keep_leadership(term)
+        overtaken_by = len(finished) - before
+        await asyncio.gather(*burst)
+        assert overtaken_by < 50, f"{overtaken_by} heartbeats went before the keepalive"
+    finally:
+        await store.close()

@@ -28,7 +28,9 @@ from novaops.executor.checks.model import (
     RemediationStep,
     Status,
     evidence_from_plain,
+    new_event_id,
     result,
+    timestamp,
     to_proto,
     worst_status,
 )
@@ -362,3 +364,20 @@ def test_event_ring_is_bounded_and_filters_by_domain() -> None:
     assert ring.record("db-1", "stopped", "crashed").alarming
     with pytest.raises(ValueError):
         EventRing(capacity=0)
+
+
+def test_event_ids_are_unique_and_shaped_like_uuid_hex() -> None:
+    ids = [new_event_id() for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_to_proto_takes_a_shared_timestamp() -> None:
+    at = dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC)
+    res = result("host.kvm", "host", Status.OK, "ok", {}, [])
+    stamp = timestamp(at)
+    assert (
+        to_proto(res, "n1", stamp, "ev-1").observed_at
+        == to_proto(res, "n1", at, "ev-1").observed_at
+    )
+    assert to_proto(res, "n1", stamp, "ev-1").observed_at.ToDatetime(dt.UTC) == at
