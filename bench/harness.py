@@ -695,7 +695,9 @@ def lower_priority(nice: int) -> None:
     """This process at a lower CPU priority than the controller's. Each helper is
     the leader of its own session, and with the kernel's autogroup scheduling
     (sched_autogroup_enabled) a process's nice value only ranks it inside its
-    session: the autogroup's nice is what counts against other sessions."""
+    session: the autogroup's nice is what counts against other sessions. That is
+    the whole session's priority: only for helpers started with
+    start_new_session=True (not from an interactive shell)."""
     os.nice(nice)
     with contextlib.suppress(OSError):  # no autogroup support: os.nice is enough
         Path("/proc/self/autogroup").write_text(f"{nice}\n")

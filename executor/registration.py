@@ -6,8 +6,10 @@ seconds) after each failure; then it heartbeats at the interval the controller
 gave. Each heartbeat carries the node's health verdict with its failing check
 ids (:class:`~novaops.executor.health.HealthVerdict`), and each response the
 store's quarantine decision for the node, kept in :attr:`Registrar.status`. A
-failed heartbeat moves on to the next controller; ``known = false``
-means the controller lost the node, so it registers again. Every failure is
+failed heartbeat moves on to the next controller, except that a heartbeat that
+timed out with only one controller configured is retried at the next beat on the
+same link; ``known = false`` means the controller lost the node, so it registers
+again. Every failure is
 one log line and the loop never ends by itself: only cancellation stops it.
 
 The decisions are pure (:func:`next_controller_index`, :class:`Backoff`); the
@@ -113,6 +115,13 @@ def heartbeat_request(
     if verdict.checked_at is not None:
         request.checked_at.FromDatetime(verdict.checked_at)
     return request
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """The call ran out of time (the controller answered too slowly, or not yet)."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        return bool(exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED)
+    return isinstance(exc, TimeoutError)
 
 
 def describe_rpc_error(exc: BaseException) -> str:
@@ -268,8 +277,8 @@ class Registrar:
         """Heartbeat until something goes wrong.
 
         Returns True when the controller forgot the node (register there again),
-        False when the heartbeat failed and there are other controllers to move on
-        to (with only one, failed heartbeats are retried on the same connection).
+        False when the heartbeat failed (move on to the next controller; with only
+        one, a heartbeat that timed out is retried on the same link instead).
         """
         # The first heartbeat goes out at once: it carries the node's health,
         # which registration does not, so `node list` never shows it unknown for long.
@@ -288,18 +297,20 @@ class Registrar:
                 raise
             except Exception as exc:
                 self.status.registered = False
-                if len(self.controllers) > 1:
+                if len(self.controllers) > 1 or not is_timeout(exc):
                     log.warning(
                         "heartbeat to controller %s failed, failing over: %s",
                         target,
                         describe_rpc_error(exc),
                     )
                     return False
-                # The only controller: a new connection and a new registration do
-                # not cure a slow one, they load it more (500 nodes doing that at
-                # once were a storm of TLS handshakes and fact gathering that kept a
-                # busy controller overloaded). The channel reconnects by itself; the
-                # next beat tries again, and a controller that lost the node says so.
+                # The only controller, answering too slowly: a new connection and a
+                # new registration do not cure a slow controller, they load it more
+                # (500 nodes doing that at once were a storm of TLS handshakes and
+                # fact gathering that kept a busy controller overloaded). The next
+                # beat tries again on this link; a controller that lost the node
+                # says so. Other failures (unreachable: the channel's own reconnect
+                # backoff grows to minutes) get a new link and registration.
                 log.warning(
                     "heartbeat to controller %s failed, next try in %.1fs: %s",
                     target,

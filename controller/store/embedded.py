@@ -113,6 +113,10 @@ class _LeaseFirstLock:
             finally:
                 if first:
                     self._first_waiting -= 1
+                    if self._first_waiting == 0:
+                        # Waiters held back for us look again (also if we never
+                        # take it: an exception while waiting).
+                        self._cond.notify_all()
             self._held = True
         try:
             yield

@@ -543,6 +543,7 @@ class LinkScript:
 
     def __init__(self, reachable: set[str]) -> None:
         self.reachable = reachable
+        self.slow: set[str] = set()  # heartbeats there time out
         self.calls: list[str] = []
 
     def connect(self, target: str) -> ControllerLink:
@@ -561,6 +562,8 @@ class LinkScript:
                 self, request: controller_pb2.HeartbeatRequest, timeout: float
             ) -> controller_pb2.HeartbeatResponse:
                 script.calls.append(f"heartbeat {target}")
+                if target in script.slow:
+                    raise TimeoutError
                 if target not in script.reachable:
                     raise ConnectionResetError(f"{target} went away")
                 return controller_pb2.HeartbeatResponse(known=True)
@@ -645,16 +648,21 @@ async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
 async def test_single_controller_heartbeat_failures_retry_without_registering_again() -> None:
     # With one controller, a slow answer is retried on the same link at the next
     # beat: no reconnect, no new registration (that was a storm at 500 nodes).
+    # An unreachable one still gets a new link and a registration.
     script = LinkScript(reachable={"c1"})
     sleeps: list[float] = []
 
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
         if len(sleeps) == 2:
-            script.reachable = set()  # two beats fail
+            script.slow = {"c1"}  # two beats time out
         if len(sleeps) == 4:
+            script.slow = set()
+        if len(sleeps) == 5:
+            script.reachable = set()  # c1 goes away: the next beat fails over
+        if len(sleeps) == 6:
             script.reachable = {"c1"}
-        if len(sleeps) >= 5:
+        if len(sleeps) >= 7:
             raise asyncio.CancelledError
 
     registrar = scripted_registrar(["c1"], script.connect, fake_sleep)
@@ -677,11 +685,16 @@ async def test_single_controller_heartbeat_failures_retry_without_registering_ag
     registrar.connect = connect
     with pytest.raises(asyncio.CancelledError):
         await registrar.run()
-    assert script.calls == ["register c1"] + ["heartbeat c1"] * 5
-    assert sleeps == [1.0] * 5  # the heartbeat interval, no backoff
-    # registered before each beat: yes, yes, no (failed), no (failed), yes again
-    assert states == [True, True, True, False, False]
-    assert registrar.status.registered and registrar.status.heartbeats_sent == 3
+    assert script.calls == ["register c1"] + ["heartbeat c1"] * 6 + [
+        "register c1",  # at once on a new link: refused (still unreachable)
+        "register c1",  # after the backoff
+        "heartbeat c1",
+    ]
+    # the heartbeat interval while slow; a registration backoff once unreachable
+    assert sleeps[:5] == [1.0] * 5 and len(sleeps) == 7
+    # registered before each beat: yes, yes, no (timed out), no (timed out), yes...
+    assert states == [True, True, True, False, False, True, True]
+    assert registrar.status.registered and registrar.status.heartbeats_sent == 4
 
 
 def test_backoff_and_failover_order_are_pure() -> None:
