@@ -88,13 +88,11 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
     ) -> controller_pb2.HeartbeatResponse:
         await self._authorize_node(request.node, context)
         try:
-            known = await self.ctx.store.heartbeat(
+            known, stored = await self.ctx.store.heartbeat_with_quarantine(
                 request.node, self.ctx.liveness_ttl, request.health
             )
             if not known:
                 return controller_pb2.HeartbeatResponse(known=False)
-            quarantines = await self.ctx.store.get_quarantines()
-            stored = quarantines.get(request.node)
             response = controller_pb2.HeartbeatResponse(known=True, quarantined=stored is not None)
             if stored is not None:
                 response.quarantine.ParseFromString(stored)

@@ -152,6 +152,16 @@ class Store(abc.ABC):
     async def heartbeat(self, name: str, ttl_seconds: float, health: int) -> bool:
         """Renew the node's liveness for ttl_seconds; False if the node is unknown."""
 
+    async def heartbeat_with_quarantine(
+        self, name: str, ttl_seconds: float, health: int
+    ) -> tuple[bool, bytes | None]:
+        """:meth:`heartbeat`, then the node's quarantine record (None: not
+        quarantined; always None for an unknown node). What the controller needs
+        per heartbeat; a backend that can do both in one round trip overrides it."""
+        if not await self.heartbeat(name, ttl_seconds, health):
+            return False, None
+        return True, (await self.get_quarantines()).get(name)
+
     @abc.abstractmethod
     async def list_nodes(self) -> list[NodeRecord]:
         """Every registered node with current liveness, sorted by name."""

@@ -284,6 +284,24 @@ class EmbeddedStore(Store):
 
         return await self._run(op)
 
+    async def heartbeat_with_quarantine(
+        self, name: str, ttl_seconds: float, health: int
+    ) -> tuple[bool, bytes | None]:
+        # One transaction (the default is two calls, each through the worker).
+        now = self._clock.wall()
+
+        def op(db: sqlite3.Connection) -> tuple[bool, bytes | None]:
+            cursor = db.execute(
+                "UPDATE nodes SET last_heartbeat = ?, health = ?, expires_at = ? WHERE name = ?",
+                (now, health, now + ttl_seconds, name),
+            )
+            if cursor.rowcount == 0:
+                return False, None
+            row = db.execute("SELECT record FROM quarantine WHERE node = ?", (name,)).fetchone()
+            return True, None if row is None else bytes(row[0])
+
+        return await self._run(op)
+
     @staticmethod
     def _node(row: tuple[Any, ...], now: float) -> NodeRecord:
         name, address, version, labels, facts, registered, last_hb, health, expires = row

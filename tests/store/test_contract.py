@@ -616,3 +616,21 @@ async def test_embedded_keepalive_does_not_queue_behind_heartbeats(tmp_path: Pat
         assert overtaken_by < 50, f"{overtaken_by} heartbeats went before the keepalive"
     finally:
         await store.close()
+
+
+async def test_heartbeat_with_quarantine_answers_the_nodes_own_record(backend: Backend) -> None:
+    store = backend.store
+    assert await store.heartbeat_with_quarantine("ghost", LEASE_TTL, HEALTHY) == (False, None)
+    await store.register_node(registration("node-1"))
+    await store.register_node(registration("node-2"))
+    assert await store.heartbeat_with_quarantine("node-1", LEASE_TTL, UNHEALTHY) == (True, None)
+    node = await store.get_node("node-1")
+    assert node is not None and (node.up, node.health) == (True, UNHEALTHY)
+    term = await store.campaign("ctl-0", "a:1", 5)
+    assert term is not None
+    await store.put_quarantine("node-2", b"record-2", b"hist-2", term)
+    assert await store.heartbeat_with_quarantine("node-1", LEASE_TTL, HEALTHY) == (True, None)
+    assert await store.heartbeat_with_quarantine("node-2", LEASE_TTL, HEALTHY) == (
+        True,
+        b"record-2",
+    )
