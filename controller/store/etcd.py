@@ -318,6 +318,22 @@ class EtcdStore(Store):
     async def heartbeat(self, name: str, ttl_seconds: float, health: int) -> bool:
         return await asyncio.to_thread(self._heartbeat_sync, name, ttl_seconds, health)
 
+    async def heartbeat_with_quarantine(
+        self, name: str, ttl_seconds: float, health: int
+    ) -> tuple[bool, bytes | None]:
+        return await asyncio.to_thread(
+            self._heartbeat_with_quarantine_sync, name, ttl_seconds, health
+        )
+
+    def _heartbeat_with_quarantine_sync(
+        self, name: str, ttl_seconds: float, health: int
+    ) -> tuple[bool, bytes | None]:
+        # One thread hop, and only this node's key (the default reads every record).
+        if not self._heartbeat_sync(name, ttl_seconds, health):
+            return False, None
+        record = _one(self._txn([_range(self._key("quarantine", name))])["responses"][0])
+        return True, None if record is None else record.value
+
     def _heartbeat_sync(self, name: str, ttl_seconds: float, health: int) -> bool:
         # etcd leases have whole-second TTLs; rounding up never declares a live node down.
         ttl = max(1, math.ceil(ttl_seconds))
