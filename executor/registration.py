@@ -9,8 +9,8 @@ store's quarantine decision for the node, kept in :attr:`Registrar.status`. A
 failed heartbeat moves on to the next controller, except that a heartbeat that
 timed out with only one controller configured is retried at the next beat on the
 same link; ``known = false`` means the controller lost the node, so it registers
-again. Every failure is
-one log line and the loop never ends by itself: only cancellation stops it.
+again. Every failure is one log line and the loop never ends by itself: only
+cancellation stops it.
 
 The decisions are pure (:func:`next_controller_index`, :class:`Backoff`); the
 transport (:class:`ControllerLink`), sleep and randomness are injected so the

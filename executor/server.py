@@ -416,7 +416,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
         monitor = self.ctx.health_monitor()
         adopt = None if monitor is None else partial(_adopt_health_parts, monitor)
         async for batch in run_diagnose_batches(target, self.ctx.checks, on_host_parts=adopt):
-            now = timestamp(dt.datetime.now(dt.UTC))
+            now = now_timestamp()
             yield common_pb2.CheckResultBatch(
                 results=[to_proto(r, self.ctx.node, now, new_event_id()) for r in batch]
             )

@@ -126,6 +126,14 @@ class _LeaseFirstLock:
                 self._cond.notify_all()
 
 
+def _workers() -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+    """The registry's and the lease's worker threads (see EmbeddedStore)."""
+    return (
+        ThreadPoolExecutor(1, thread_name_prefix="embedded-store"),
+        ThreadPoolExecutor(1, thread_name_prefix="embedded-store-lease"),
+    )
+
+
 class EmbeddedStore(Store):
     """The store in one sqlite file, used by exactly one controller process at a time."""
 
@@ -139,13 +147,12 @@ class EmbeddedStore(Store):
         # One connection shared by two worker threads; sqlite3 objects are not safe
         # for concurrent use, and the calls are short, so they are serialized.
         self._mutex = _LeaseFirstLock()
-        # Registry traffic (two calls per heartbeat) queues on one thread; the
+        # Registry traffic (a call per heartbeat) queues on one thread; the
         # leadership lease has its own and goes first at the mutex, so a keepalive
         # waits for at most the call in progress, never behind a burst of
         # heartbeats (measured at 500 nodes on a loaded controller: heartbeat calls
         # queued 1.7 s, long enough for keepalives to miss the lease).
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="embedded-store")
-        self._lease_worker = ThreadPoolExecutor(1, thread_name_prefix="embedded-store-lease")
+        self._worker, self._lease_worker = _workers()
 
     @property
     def endpoint(self) -> str:
@@ -210,8 +217,7 @@ class EmbeddedStore(Store):
         # Let the idle threads go; a later open() gets fresh ones (started lazily).
         for worker in (self._worker, self._lease_worker):
             worker.shutdown(wait=False)
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="embedded-store")
-        self._lease_worker = ThreadPoolExecutor(1, thread_name_prefix="embedded-store-lease")
+        self._worker, self._lease_worker = _workers()
 
     def _close_sync(self) -> None:
         with self._mutex.hold():
@@ -276,13 +282,19 @@ class EmbeddedStore(Store):
         now = self._clock.wall()
 
         def op(db: sqlite3.Connection) -> bool:
-            cursor = db.execute(
-                "UPDATE nodes SET last_heartbeat = ?, health = ?, expires_at = ? WHERE name = ?",
-                (now, health, now + ttl_seconds, name),
-            )
-            return cursor.rowcount > 0
+            return self._renew(db, name, now, ttl_seconds, health)
 
         return await self._run(op)
+
+    @staticmethod
+    def _renew(
+        db: sqlite3.Connection, name: str, now: float, ttl_seconds: float, health: int
+    ) -> bool:
+        cursor = db.execute(
+            "UPDATE nodes SET last_heartbeat = ?, health = ?, expires_at = ? WHERE name = ?",
+            (now, health, now + ttl_seconds, name),
+        )
+        return cursor.rowcount > 0
 
     async def heartbeat_with_quarantine(
         self, name: str, ttl_seconds: float, health: int
@@ -291,11 +303,7 @@ class EmbeddedStore(Store):
         now = self._clock.wall()
 
         def op(db: sqlite3.Connection) -> tuple[bool, bytes | None]:
-            cursor = db.execute(
-                "UPDATE nodes SET last_heartbeat = ?, health = ?, expires_at = ? WHERE name = ?",
-                (now, health, now + ttl_seconds, name),
-            )
-            if cursor.rowcount == 0:
+            if not self._renew(db, name, now, ttl_seconds, health):
                 return False, None
             row = db.execute("SELECT record FROM quarantine WHERE node = ?", (name,)).fetchone()
             return True, None if row is None else bytes(row[0])

@@ -590,7 +590,7 @@ def test_missing_etcd_binary_says_how_to_install_it(monkeypatch: pytest.MonkeyPa
 
 
 async def test_embedded_keepalive_does_not_queue_behind_heartbeats(tmp_path: Path) -> None:
-    # A burst of registry calls (two per heartbeat on the controller) must not
+    # A burst of registry calls (a heartbeat each on the controller) must not
     # delay the leadership lease: it has its own thread and goes first at the
     # connection, so it waits only for the call in progress.
     store = EmbeddedStore(tmp_path / "novaops.db", FakeClock())
