@@ -9,9 +9,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -592,30 +595,46 @@ def test_missing_etcd_binary_says_how_to_install_it(monkeypatch: pytest.MonkeyPa
 async def test_embedded_keepalive_does_not_queue_behind_heartbeats(tmp_path: Path) -> None:
     # A burst of registry calls (a heartbeat each on the controller) must not
     # delay the leadership lease: it has its own thread and goes first at the
-    # connection, so it waits only for the call in progress.
+    # connection, so it waits only for the call in progress. The order is read
+    # from sqlite's own statement trace, so a slow event loop cannot blur it.
     store = EmbeddedStore(tmp_path / "novaops.db", FakeClock())
     await store.open()
     try:
         await store.register_node(registration("node-1"))
         term = await store.campaign("ctl-0", "a:1", 5)
         assert term is not None
-        finished: list[int] = []
-        working = asyncio.Event()
+        in_progress = threading.Event()
+        release = threading.Event()
 
-        async def heartbeat(i: int) -> None:
-            await store.heartbeat("node-1", 30, HEALTHY)
-            finished.append(i)
-            working.set()
+        def call_in_progress(db: sqlite3.Connection) -> None:
+            in_progress.set()
+            release.wait(10)
 
-        burst = [asyncio.ensure_future(heartbeat(i)) for i in range(400)]
-        await working.wait()  # the registry thread is working through the burst
-        before = len(finished)
-        assert await store.keep_leadership(term)
-        overtaken_by = len(finished) - before
-        await asyncio.gather(*burst)
-        assert overtaken_by < 50, f"{overtaken_by} heartbeats went before the keepalive"
+        blocking = asyncio.ensure_future(store._run(call_in_progress))
+        await _wait_for(in_progress.is_set)
+        statements: list[str] = []
+        assert store._db is not None
+        store._db.set_trace_callback(statements.append)
+        burst = [asyncio.ensure_future(store.heartbeat("node-1", 30, HEALTHY)) for _ in range(400)]
+        keepalive = asyncio.ensure_future(store.keep_leadership(term))
+        await _wait_for(lambda: store._mutex._first_waiting > 0)  # the lease is waiting
+        release.set()
+        assert await keepalive
+        assert all(await asyncio.gather(*burst))
+        await blocking
+        renewals = [s for s in statements if s.startswith(("UPDATE nodes", "UPDATE leader"))]
+        assert len(renewals) == 401
+        overtaken_by = renewals.index(next(s for s in renewals if s.startswith("UPDATE leader")))
+        assert overtaken_by == 0, f"{overtaken_by} heartbeats went before the keepalive"
     finally:
         await store.close()
+
+
+async def _wait_for(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.001)
 
 
 async def test_heartbeat_with_quarantine_answers_the_nodes_own_record(backend: Backend) -> None:
