@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import faulthandler
 import logging
 import signal
 import sys
@@ -47,6 +48,10 @@ QUARANTINE_SYNC_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 # How much longer than the grace the gRPC server may take to stop (see stop()).
 STOP_MARGIN_SECONDS = 2.0
+# A shutdown still going this long after the server's stop gave up writes every
+# thread's stack to stderr (the log file under dev up): what it is stuck in,
+# before a supervisor's SIGKILL ends it.
+STOP_STACKS_AFTER_SECONDS = 0.5
 HEARTBEAT_HEALTH_TIMEOUT_SECONDS = 1.0
 # SO_REUSEPORT is on by default in gRPC; with it a second server would share the
 # port silently instead of failing with "address already in use".
@@ -238,6 +243,19 @@ class Executor:
         """Ordered shutdown: stop accepting and drain RPCs, stop registering, close libvirt."""
         log.info("shutting down: draining for up to %.0fs", grace)
         try:
+            faulthandler.dump_traceback_later(
+                grace + STOP_MARGIN_SECONDS + STOP_STACKS_AFTER_SECONDS, file=sys.stderr
+            )
+        except (AttributeError, ValueError, OSError, RuntimeError):  # stderr without a descriptor
+            log.debug("no stack dump for a stuck shutdown: stderr has no file descriptor")
+        try:
+            await self._stop(grace)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        log.info("executor %s stopped", self.config.node)
+
+    async def _stop(self, grace: float) -> None:
+        try:
             # grpc.aio's stop sometimes never returns when it comes right after
             # start (seen ~1 in 10 with a SIGTERM at once); the rest must still run.
             await asyncio.wait_for(self.server.stop(grace), grace + STOP_MARGIN_SECONDS)
@@ -254,7 +272,6 @@ class Executor:
                     await task
         await self.ctx.close()
         await self.libvirt.close()
-        log.info("executor %s stopped", self.config.node)
 
 
 async def serve(config: ExecutorConfig) -> None:

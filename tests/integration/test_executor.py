@@ -792,3 +792,29 @@ def test_sigterm_shuts_down_cleanly(executor_process: tuple[subprocess.Popen[str
     assert process.returncode == 0
     assert "Traceback" not in stderr
     assert "executor node-1 stopped" in log_file.read_text()
+
+
+async def test_a_stuck_shutdown_writes_every_threads_stack_to_stderr(
+    start_executor: StartExecutor,
+    node_xml: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    # What the executor is stuck in when it does not stop, before a supervisor's
+    # SIGKILL ends it and the evidence with it.
+    import novaops.executor.main as executor_main
+
+    executor = await start_executor(f"test://{node_xml}")
+    monkeypatch.setattr(executor_main, "STOP_MARGIN_SECONDS", 0.1)
+    monkeypatch.setattr(executor_main, "STOP_STACKS_AFTER_SECONDS", 0.1)
+    close = executor.ctx.close
+
+    async def stuck_close() -> None:
+        time.sleep(1.5)  # noqa: ASYNC251 -- blocks the loop, as a wedged shutdown would
+        await close()
+
+    monkeypatch.setattr(executor.ctx, "close", stuck_close)
+    await executor.stop(grace=0.1)
+    err = capfd.readouterr().err
+    assert "most recent call first" in err
+    assert "stuck_close" in err  # the frame it was stuck in
