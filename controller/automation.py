@@ -25,9 +25,13 @@ What the loop guarantees:
 - operator state and the circuit breaker (paused, tripped, reason, and the
   window of recent automatic quarantine times) live in the store settings,
   fenced by the term, written whenever they change and read at the start of
-  every term, so a new leader continues the breaker window. Per-node counters
-  are the leader's memory and start again after a failover (the quarantines
-  themselves, with their causes, are in the store).
+  every term, so a new leader continues the breaker window;
+- so are the per-node counters (one setting per node, ``automation.node.NAME``,
+  written when a node's counters change and cleared when they are back to
+  nothing): a new leader goes on with each node's failure streak, spent
+  escalation budget and release count instead of giving a broken node a fresh
+  set of recoveries every failover (the quarantines themselves, with their
+  causes, are in the store).
 
 ERROR checks are judged as the policy's docstring says: never a pass, failing
 only once persistent, never a cause of escalation on their own.
@@ -72,6 +76,8 @@ from novaops.controller.policy import (
     Stimulus,
     VerifyClean,
     VerifyCleanObserved,
+    node_memory,
+    restore_node,
 )
 from novaops.controller.quarantine import NotLeader, QuarantineManager, UnknownNode
 from novaops.controller.store.base import LeaderTerm, NodeRecord, Store, StoreError
@@ -80,6 +86,14 @@ from novaops.v1 import common_pb2, controller_pb2, executor_pb2
 log = logging.getLogger(__name__)
 
 SETTINGS_KEY = "automation"
+NODE_SETTINGS_PREFIX = "automation.node."
+
+
+def node_setting_key(node: str) -> str:
+    """The setting that holds a node's counters for the next leader."""
+    return NODE_SETTINGS_PREFIX + node
+
+
 FAILING = (common_pb2.CHECK_STATUS_FAIL, common_pb2.CHECK_STATUS_ERROR)
 
 
@@ -167,6 +181,8 @@ class Automation:
         self._term_revision: int | None = None
         self._loaded_for: int | None = None
         self._saved = self.policy.state.breaker_snapshot()
+        self._saved_nodes: dict[str, dict[str, Any]] = {}  # node -> its memory as stored
+        self._unsaved: set[str] = set()  # nodes whose counters a failed write left behind
         self._lock = asyncio.Lock()
 
     def _now(self) -> float:
@@ -200,6 +216,9 @@ class Automation:
                 task.cancel()
         self._verifying.clear()
         self.policy.state.nodes.clear()
+        self.policy.take_changed()
+        self._saved_nodes.clear()
+        self._unsaved.clear()
         self._last_checks.clear()
         self._loaded_for = None
 
@@ -227,6 +246,43 @@ class Automation:
             else ()
         )
         self._saved = state.breaker_snapshot()
+        await self._load_node_memories()
+
+    async def _load_node_memories(self) -> None:
+        """Every registered node's counters as the last leader left them."""
+        self._saved_nodes.clear()
+        self._unsaved.clear()
+        self.policy.take_changed()
+        for record in await self.store.list_nodes():
+            memory = _settings(await self.store.get_setting(node_setting_key(record.name)))
+            if memory:
+                self.policy.state.nodes[record.name] = restore_node(memory)
+                self._saved_nodes[record.name] = memory
+
+    async def _save_node_memories(self) -> None:
+        """Persist the counters of the nodes the policy changed, where they differ
+        from what is stored (fenced by the term, like the breaker). What could not
+        be written is tried again after the next stimulus."""
+        pending = sorted(self._unsaved | self.policy.take_changed())
+        self._unsaved = set()
+        term = self.term()
+        for index, node in enumerate(pending):
+            state = self.policy.state.nodes.get(node)
+            memory = node_memory(state) if state is not None else {}
+            if memory == self._saved_nodes.get(node, {}):
+                continue
+            value = json.dumps(memory, sort_keys=True).encode() if memory else b""
+            try:
+                if term is None:
+                    raise NotLeader("this controller is not the leader")
+                await self.store.put_setting(node_setting_key(node), value, term)
+            except BaseException:
+                self._unsaved.update(pending[index:])
+                raise
+            if memory:
+                self._saved_nodes[node] = memory
+            else:
+                self._saved_nodes.pop(node, None)
 
     async def _save_settings(self) -> None:
         term = self.term()
@@ -390,7 +446,13 @@ class Automation:
 
     async def _handle(self, stimulus: Stimulus) -> None:
         """Apply one stimulus and carry out its actions; the caller holds the lock."""
-        await self._execute(self.policy.handle(stimulus, self._now()))
+        actions = self.policy.handle(stimulus, self._now())
+        # Before the actions: a recovery the next leader must know of is stored first.
+        try:
+            await self._save_node_memories()
+        except (NotLeader, StoreError) as exc:
+            log.warning("automation: could not persist node counters: %s", exc)
+        await self._execute(actions)
         if self.policy.state.breaker_snapshot() != self._saved:
             try:
                 await self._save_settings()

@@ -29,6 +29,12 @@ Rules (issue #5):
   the breaker instead; a tripped breaker stops automatic quarantines until an
   operator resets it. The breaker's state (tripped, reason, the window's
   quarantine times) is plain data the loop persists, so a new leader goes on;
+- the per-node counters a new leader needs to go on where the last one stopped
+  (failure streaks, the escalation budget spent, the release count of an
+  automatic quarantine) are plain data too (:func:`node_memory`, restored by
+  :func:`restore_node`); a recovery that was in flight when its leader's term
+  ended comes back with its outcome unknown, judged by the next poll as a
+  reported success is;
 - paused: observations still update counters, but no action is taken (no
   recovery, no escalation, no verify-clean, no release);
 - the cause ids kept per node are bounded: the first and the latest
@@ -55,8 +61,9 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 MANUAL = "manual"
 AUTO = "auto"
@@ -276,6 +283,78 @@ class PolicyState:
         )
 
 
+def node_memory(node: NodePolicyState) -> dict[str, Any]:
+    """What the loop persists of a node for the next leader ({}: nothing to keep).
+
+    Not kept: whatever the store already knows better (a quarantine the store
+    may not have yet, an escalation still waiting for its event id: the next
+    leader escalates again from the counters) and what only a fresh poll may
+    tell (whether the causing checks passed the latest poll)."""
+    memory: dict[str, Any] = {}
+    counters = (
+        ("consecutive_failures", node.consecutive_failures),
+        ("failed_recoveries", node.failed_recoveries),
+        ("attempted_failures", node.attempted_failures),
+    )
+    memory.update((key, value) for key, value in counters if value)
+    if node.recovery_in_flight or node.awaiting_confirmation:
+        memory["awaiting_confirmation"] = True
+    if node.last_failing:
+        memory["last_failing"] = list(node.last_failing)
+    if node.error_streaks:
+        memory["error_streaks"] = [[key, count] for key, count in node.error_streaks]
+    if node.cause_ids:
+        memory["cause_ids"] = list(node.cause_ids)
+    if node.quarantine is not None and not node.pending_quarantine:
+        memory["quarantine"] = node.quarantine
+        if node.quarantine_checks:
+            memory["quarantine_checks"] = list(node.quarantine_checks)
+        if node.clean_passes:
+            memory["clean_passes"] = node.clean_passes
+    return memory
+
+
+def restore_node(memory: Mapping[str, Any]) -> NodePolicyState:
+    """A node's state from :func:`node_memory`'s output (also a JSON round trip of
+    it); anything malformed counts as absent, so a damaged record costs counters,
+    never the loop."""
+
+    def count(key: str) -> int:
+        value = memory.get(key, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    def strings(key: str) -> tuple[str, ...]:
+        value = memory.get(key, ())
+        if not isinstance(value, list | tuple):
+            return ()
+        return tuple(item for item in value if isinstance(item, str))
+
+    raw_streaks = memory.get("error_streaks", ())
+    streaks = tuple(
+        (item[0], item[1])
+        for item in (raw_streaks if isinstance(raw_streaks, list | tuple) else ())
+        if isinstance(item, list | tuple)
+        and len(item) == 2
+        and isinstance(item[0], str)
+        and isinstance(item[1], int)
+        and item[1] > 0
+    )
+    quarantine = memory.get("quarantine")
+    source = quarantine if quarantine in (MANUAL, AUTO) else None
+    return NodePolicyState(
+        consecutive_failures=count("consecutive_failures"),
+        failed_recoveries=count("failed_recoveries"),
+        attempted_failures=count("attempted_failures"),
+        awaiting_confirmation=memory.get("awaiting_confirmation") is True,
+        last_failing=strings("last_failing"),
+        error_streaks=streaks,
+        cause_ids=strings("cause_ids"),
+        quarantine=source,
+        quarantine_checks=strings("quarantine_checks") if source == AUTO else (),
+        clean_passes=count("clean_passes") if source == AUTO else 0,
+    )
+
+
 def allowed_quarantined(fleet_size: int, share: float) -> int:
     """How many nodes may be quarantined at once: the share of the fleet, at least 1."""
     return max(1, math.floor(fleet_size * share + 1e-9))
@@ -287,6 +366,12 @@ class Policy:
     def __init__(self, config: PolicyConfig | None = None, state: PolicyState | None = None):
         self.config = config or PolicyConfig()
         self.state = state or PolicyState()
+        self._changed: set[str] = set()
+
+    def take_changed(self) -> set[str]:
+        """The nodes whose state was set or dropped since the last call."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def handle(self, stimulus: Stimulus, now: float) -> list[Action]:
         if isinstance(stimulus, HealthObserved):
@@ -307,6 +392,7 @@ class Policy:
 
     def _set(self, node: str, value: NodePolicyState) -> None:
         self.state.nodes[node] = value
+        self._changed.add(node)
 
     def _causes(self, ids: Iterable[str]) -> tuple[str, ...]:
         return keep_causes(ids, self.config.cause_ids_kept)
@@ -627,6 +713,7 @@ class Policy:
         for name in list(self.state.nodes):
             if name not in names:
                 del self.state.nodes[name]
+                self._changed.add(name)
         for name in names:
             self.state.nodes.setdefault(name, NodePolicyState())
         return []

@@ -330,6 +330,20 @@ async def test_events_keep_only_the_retained_count(backend: Backend) -> None:
     assert 10 <= len(kept) <= 30
 
 
+async def test_a_node_counters_setting_can_be_cleared(backend: Backend) -> None:
+    """The automation keeps one setting per node (automation.node.NAME) and clears
+    it with an empty value once the node has nothing left to remember."""
+    store, peer = backend.store, await backend.peer()
+    term = await store.campaign("ctl-0", "a:1", 5)
+    assert term is not None
+    key = "automation.node.node-7.example"
+    await store.put_setting(key, b'{"failed_recoveries": 2}', term)
+    assert await peer.get_setting(key) == b'{"failed_recoveries": 2}'
+    assert await peer.get_setting("automation") is None  # keys are exact, not prefixes
+    await store.put_setting(key, b"", term)
+    assert await peer.get_setting(key) == b""
+
+
 async def test_settings_are_fenced(backend: Backend) -> None:
     store, peer = backend.store, await backend.peer()
     assert await store.get_setting("automation") is None

@@ -16,12 +16,14 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
+import grpc
 import pytest
 
 from novaops.controller.automation import (
     SETTINGS_KEY,
     Automation,
     AutomationConfig,
+    node_setting_key,
     verify_clean_on,
 )
 from novaops.controller.clock import FakeClock
@@ -29,7 +31,7 @@ from novaops.controller.context import ControllerContext
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
 from novaops.controller.operations import AutomationServicer
-from novaops.controller.policy import PolicyConfig
+from novaops.controller.policy import NodePolicyState, PolicyConfig
 from novaops.controller.quarantine import HistoryDetails, QuarantineManager
 from novaops.controller.store.base import (
     LeaderTerm,
@@ -42,7 +44,7 @@ from novaops.pki.identity import Identity, Role
 from novaops.pki.issue import CertificateAuthority
 from novaops.v1 import common_pb2, controller_pb2
 
-from .controller_fakes import Aborted, FakeContext, FakeExecutors, locks_check
+from .controller_fakes import Aborted, FakeContext, FakeExecutors, FakeRpcError, locks_check
 
 AUTO = common_pb2.QUARANTINE_SOURCE_AUTO
 MANUAL = common_pb2.QUARANTINE_SOURCE_MANUAL
@@ -54,11 +56,17 @@ class FlakyStore(MemoryStore):
     def __init__(self, clock: FakeClock) -> None:
         super().__init__(clock)
         self.get_node_fails = False
+        self.put_setting_fails = False
 
     async def get_node(self, name: str) -> NodeRecord | None:
         if self.get_node_fails:
             raise StoreError("memory store: injected failure")
         return await super().get_node(name)
+
+    async def put_setting(self, key: str, value: bytes, fence: LeaderTerm) -> None:
+        if self.put_setting_fails:
+            raise StoreError("memory store: injected failure")
+        await super().put_setting(key, value, fence)
 
 
 class Harness:
@@ -366,6 +374,98 @@ async def test_breaker_window_continues_on_a_new_leader() -> None:
 
 async def second_breaker_tripped(harness: Harness) -> bool:
     return harness.automation.policy.state.breaker_tripped
+
+
+async def fail_over(first: Harness, second: Harness, name: str = "ctl-1") -> None:
+    """The first replica's term ends and the second one wins the next."""
+    assert first.term is not None
+    await first.store.resign(first.term)
+    first.term = None
+    await first.turn()
+    await second.lead(name)
+
+
+async def node_memory_stored(harness: Harness, node: str) -> dict[str, Any]:
+    raw = await harness.store.get_setting(node_setting_key(node))
+    return cast(dict[str, Any], json.loads(raw)) if raw else {}
+
+
+async def test_escalation_budget_continues_on_a_new_leader() -> None:
+    """A node whose recoveries keep failing is quarantined after the same number of
+    recoveries however many failovers happen meanwhile (4 with the defaults), not
+    after 4 more per leader."""
+    first = await make_cluster(3)
+    second = Harness(first.store, first.executors, first.automation.config)
+    n1 = first.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    n1.recover_outcome = "failed"
+
+    async def failed_twice() -> bool:
+        return len(await first.events_of("recovery.failed")) == 2
+
+    await first.until(failed_twice)
+    stored = await node_memory_stored(first, "n1")
+    assert stored["failed_recoveries"] == 2 and stored["attempted_failures"] == 2
+    assert len(stored["cause_ids"]) == 3  # check.failed and the two recovery.failed
+
+    await fail_over(first, second)
+    await second.until(lambda: quarantined(second, "n1"))
+    assert len(n1.recover_calls) == 4
+    record = await second.record("n1")
+    assert record is not None and record.source == AUTO
+    assert "4 failed recoveries" in record.reason
+    # The quarantine names the first leader's events too.
+    kinds = {e.id: e.kind for e in await second.events.read()}
+    named = [kinds[i] for i in record.event_ids]
+    assert named.count("recovery.failed") == 4 and named[0] == "check.failed"
+    assert (await node_memory_stored(second, "n1"))["quarantine"] == "auto"
+
+
+async def test_recovery_cut_off_by_a_failover_is_judged_by_the_next_poll() -> None:
+    first = await make_cluster(3)
+    second = Harness(first.store, first.executors, first.automation.config)
+    n1 = first.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    n1.recover_gate = asyncio.Event()  # hangs until the first term ends
+    await first.turn()
+    await first.automation.step()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the recovery reaches the node
+    assert len(n1.recover_calls) == 1
+    assert (await node_memory_stored(first, "n1"))["awaiting_confirmation"] is True
+
+    n1.checks = []  # whatever the recovery did, the node passes now
+    n1.recover_gate.set()
+    await fail_over(first, second)
+    await second.turn()
+    assert [e.node for e in await second.events_of("node.healthy")] == ["n1"]
+    assert await second.events_of("recovery.ineffective") == []
+    # Back to nothing to remember: the node's setting is cleared.
+    assert await second.store.get_setting(node_setting_key("n1")) == b""
+    assert second.automation.policy.state.node("n1") == NodePolicyState()
+
+
+async def test_counters_a_store_outage_kept_from_being_written_follow_later() -> None:
+    cluster = await make_cluster(3, store=FlakyStore(FakeClock()))
+    store = cluster.store
+    assert isinstance(store, FlakyStore)
+    n1 = cluster.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    store.put_setting_fails = True
+    await cluster.turn()  # check.failed: consecutive_failures 1, not written
+    assert await store.get_setting(node_setting_key("n1")) is None
+    store.put_setting_fails = False
+
+    def unreachable() -> None:
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+
+    n1.on_health = unreachable  # so n1's own state does not change again
+    await cluster.turn()
+    assert await node_memory_stored(cluster, "n1") == {
+        "consecutive_failures": 1,
+        "cause_ids": [(await cluster.events_of("check.failed"))[0].id],
+        "last_failing": ["host.locks:"],
+    }
 
 
 # -- C: operator commands are audited ----------------------------------------------------

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from typing import Any
 
 from novaops.controller.policy import (
     AUTO,
@@ -25,6 +27,8 @@ from novaops.controller.policy import (
     VerifyCleanObserved,
     allowed_quarantined,
     keep_causes,
+    node_memory,
+    restore_node,
 )
 
 _ids = itertools.count(1)
@@ -513,3 +517,134 @@ def test_error_escalates_after_a_pause_only_if_a_recovery_really_failed() -> Non
         for now in (1, 2):
             actions = loop.poll("n1", now, failing=(), erroring=libvirt)
         assert ("QuarantineNode" in kinds(actions)) is bool(attempted), attempted
+
+
+# -- the per-node memory a new leader starts from --------------------------------------
+
+
+def through_store(node: NodePolicyState) -> NodePolicyState:
+    """node_memory -> JSON bytes -> restore_node, as the loop and the next leader do."""
+    return restore_node(json.loads(json.dumps(node_memory(node))))
+
+
+def test_a_node_with_nothing_to_remember_stores_nothing() -> None:
+    assert node_memory(NodePolicyState()) == {}
+    loop = Driver()
+    loop.poll("n1", 1)
+    loop.healthy("n1", 2)
+    assert node_memory(loop.policy.state.node("n1")) == {}
+
+
+def test_the_escalation_budget_survives_a_new_leader() -> None:
+    """Two failed recoveries under one leader: the next one escalates after the
+    remaining two, not after four more."""
+    first = Driver()
+    now = 0.0
+    first.poll("n1", now)
+    for _ in range(2):
+        now += 1
+        assert kinds(first.poll("n1", now))[0] == "StartRecovery"
+        now += 1
+        first.finish("n1", now, False, "lock busy")
+    remembered = first.policy.state.node("n1")
+    assert remembered.failed_recoveries == 2
+
+    second = Driver()
+    second.policy.state.nodes["n1"] = through_store(remembered)
+    restored = second.policy.state.node("n1")
+    assert restored.failed_recoveries == 2 and restored.attempted_failures == 2
+    assert restored.consecutive_failures == remembered.consecutive_failures
+    assert restored.last_failing == (LOCKS,) and restored.cause_ids == remembered.cause_ids
+    actions: list[Action] = []
+    for attempt in range(2):
+        now += 1
+        assert kinds(second.poll("n1", now))[0] == "StartRecovery", attempt
+        now += 1
+        actions = second.finish("n1", now, False, "lock busy")
+    assert kinds(actions) == ["recovery.failed", "escalation", "QuarantineNode"]
+    quarantine = actions[2]
+    assert isinstance(quarantine, QuarantineNode) and "4 failed recoveries" in quarantine.reason
+    # The first leader's causes are still named.
+    assert set(remembered.cause_ids) <= set(quarantine.cause_ids)
+
+
+def test_a_recovery_in_flight_comes_back_with_its_outcome_unknown() -> None:
+    loop = Driver()
+    loop.poll("n1", 1)
+    loop.poll("n1", 2)  # starts a recovery; its leader goes away before it reports
+    assert loop.policy.state.node("n1").recovery_in_flight
+    restored = through_store(loop.policy.state.node("n1"))
+    assert not restored.recovery_in_flight and restored.awaiting_confirmation
+
+    still_failing = Driver()
+    still_failing.policy.state.nodes["n1"] = restored
+    actions = still_failing.poll("n1", 3)
+    assert kinds(actions)[0] == "recovery.ineffective"
+    assert still_failing.policy.state.node("n1").failed_recoveries == 1
+    assert kinds(actions)[1:] == ["StartRecovery", "recovery.started"]
+
+    cleared = Driver()
+    cleared.policy.state.nodes["n1"] = restored
+    assert kinds(cleared.healthy("n1", 3)) == ["node.healthy"]
+
+
+def test_an_escalation_without_its_quarantine_yet_is_not_remembered_as_one() -> None:
+    policy = Driver().policy
+    for now in range(6):
+        policy.handle(HealthObserved(sid(), "n1", (LOCKS,), ()), now)
+    state = policy.state.node("n1")
+    assert state.quarantine == AUTO and state.pending_quarantine  # no event id yet
+    restored = through_store(state)
+    assert restored.quarantine is None and restored.failed_recoveries == state.failed_recoveries
+    # The next leader escalates again at its first failing poll.
+    again = Driver()
+    again.policy.state.nodes["n1"] = restored
+    assert kinds(again.poll("n1", 10, fix=())) == ["escalation", "QuarantineNode"]
+
+
+def test_an_auto_quarantine_keeps_its_release_count() -> None:
+    loop = Driver()
+    loop.quarantine_auto("n1", 0)
+    loop.healthy("n1", 10)
+    loop.verify("n1", 10)
+    state = loop.policy.state.node("n1")
+    assert state.clean_passes == 1
+    restored = through_store(state)
+    assert (restored.quarantine, restored.quarantine_checks, restored.clean_passes) == (
+        AUTO,
+        (LOCKS,),
+        1,
+    )
+    assert not restored.causes_clear  # a fresh poll must say so again
+    after = Driver()
+    after.policy.state.nodes["n1"] = restored
+    actions: list[Action] = []
+    for now in (11, 12):
+        after.healthy("n1", now)
+        actions = after.verify("n1", now)
+    assert kinds(actions) == ["ReleaseNode"]
+
+
+def test_a_damaged_memory_costs_counters_not_the_loop() -> None:
+    damaged: dict[str, Any] = {
+        "failed_recoveries": "3",
+        "consecutive_failures": -2,
+        "attempted_failures": True,
+        "last_failing": "host.locks:",
+        "error_streaks": [["host.libvirt:", 2], ["bad"], [3, 1], ["x", 0]],
+        "quarantine": "sometimes",
+        "clean_passes": 4,
+        "awaiting_confirmation": "yes",
+    }
+    restored = restore_node(damaged)
+    assert restored == NodePolicyState(error_streaks=(("host.libvirt:", 2),))
+
+
+def test_the_policy_names_the_nodes_it_changed() -> None:
+    loop = Driver(3)
+    loop.policy.take_changed()
+    loop.poll("n2", 1)
+    assert loop.policy.take_changed() == {"n2"}
+    assert loop.policy.take_changed() == set()
+    loop.policy.handle(FleetChanged(sid(), ("n1", "n2")), 2)
+    assert loop.policy.take_changed() == {"n3"}
