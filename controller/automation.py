@@ -76,7 +76,6 @@ from novaops.controller.policy import (
     Stimulus,
     VerifyClean,
     VerifyCleanObserved,
-    node_memory,
     restore_node,
 )
 from novaops.controller.quarantine import NotLeader, QuarantineManager, UnknownNode
@@ -183,6 +182,8 @@ class Automation:
         self._saved = self.policy.state.breaker_snapshot()
         self._saved_nodes: dict[str, dict[str, Any]] = {}  # node -> its memory as stored
         self._unsaved: set[str] = set()  # nodes whose counters a failed write left behind
+        self._writes_held = False  # a write failed in this poll: the rest wait for the next
+        self._nodes_loaded_for: int | None = None  # the term whose node memories are loaded
         self._lock = asyncio.Lock()
 
     def _now(self) -> float:
@@ -219,6 +220,7 @@ class Automation:
         self.policy.take_changed()
         self._saved_nodes.clear()
         self._unsaved.clear()
+        self._nodes_loaded_for = None
         self._last_checks.clear()
         self._loaded_for = None
 
@@ -246,29 +248,58 @@ class Automation:
             else ()
         )
         self._saved = state.breaker_snapshot()
-        await self._load_node_memories()
 
     async def _load_node_memories(self) -> None:
-        """Every registered node's counters as the last leader left them."""
+        """Every registered node's counters as the last leader left them (once per
+        term, before its first poll).
+
+        An automatic quarantine the memory names but the store does not hold is
+        one of two things. If the node's last history entry is a release, someone
+        lifted it: the node starts afresh, as a release does. Otherwise the last
+        leader escalated but its term ended before the quarantine was stored: the
+        counters stay, without the quarantine, and the next failing poll escalates
+        again instead of granting a fresh set of recoveries."""
         self._saved_nodes.clear()
         self._unsaved.clear()
         self.policy.take_changed()
-        for record in await self.store.list_nodes():
+        records = await self.store.list_nodes()
+        quarantines = await self.store.get_quarantines()
+        for record in records:
             memory = _settings(await self.store.get_setting(node_setting_key(record.name)))
-            if memory:
-                self.policy.state.nodes[record.name] = restore_node(memory)
-                self._saved_nodes[record.name] = memory
+            if not memory:
+                continue
+            self._saved_nodes[record.name] = memory
+            restored = restore_node(memory)
+            if restored.quarantine == AUTO and record.name not in quarantines:
+                self._unsaved.add(record.name)  # the first write stores what is left
+                if await self._last_history_action(record.name) == "unquarantine":
+                    continue  # released: nothing is left
+                restored = replace(restored, quarantine=None, quarantine_checks=(), clean_passes=0)
+            self.policy.state.nodes[record.name] = restored
+
+    async def _last_history_action(self, node: str) -> str:
+        history = await self.store.get_history(node)
+        if not history:
+            return ""
+        entry = common_pb2.QuarantineHistoryEntry()
+        entry.ParseFromString(history[-1].payload)
+        return entry.action
 
     async def _save_node_memories(self) -> None:
         """Persist the counters of the nodes the policy changed, where they differ
-        from what is stored (fenced by the term, like the breaker). What could not
-        be written is tried again after the next stimulus."""
-        pending = sorted(self._unsaved | self.policy.take_changed())
+        from what is stored (fenced by the term, like the breaker). After a failed
+        write, nothing more is tried until the next poll (a store that hangs must
+        not hold every stimulus of this one); what was not written waits in
+        ``_unsaved`` and goes first then."""
+        changed = self.policy.take_changed()
+        if self._writes_held:
+            self._unsaved |= changed
+            return
+        pending = sorted(self._unsaved | changed)
         self._unsaved = set()
         term = self.term()
         for index, node in enumerate(pending):
-            state = self.policy.state.nodes.get(node)
-            memory = node_memory(state) if state is not None else {}
+            memory = self.policy.memory(node)
             if memory == self._saved_nodes.get(node, {}):
                 continue
             value = json.dumps(memory, sort_keys=True).encode() if memory else b""
@@ -278,6 +309,7 @@ class Automation:
                 await self.store.put_setting(node_setting_key(node), value, term)
             except BaseException:
                 self._unsaved.update(pending[index:])
+                self._writes_held = True
                 raise
             if memory:
                 self._saved_nodes[node] = memory
@@ -369,6 +401,12 @@ class Automation:
                 async with self._lock:
                     await self._load_settings()
                 self._loaded_for = term.record.revision
+            if self._nodes_loaded_for != term.record.revision:
+                # Only here, once per term: an operator command in the middle of a
+                # term reloads the settings above, never the live node state.
+                async with self._lock:
+                    await self._load_node_memories()
+                self._nodes_loaded_for = term.record.revision
             await self.poll_once()
             BREAKER_TRIPPED.set(1 if self.policy.state.breaker_tripped else 0)
             AUTOMATION_PAUSED.set(1 if self.policy.state.paused else 0)
@@ -383,6 +421,7 @@ class Automation:
         if revision is None or revision != self._term_revision:
             return
         records = await self.store.list_nodes()
+        self._writes_held = False  # a new poll tries the store again
         async with self._lock:
             await self._handle(FleetChanged(self._sid("fleet"), tuple(r.name for r in records)))
             await self._sync_quarantines(records)

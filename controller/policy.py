@@ -283,26 +283,36 @@ class PolicyState:
         )
 
 
-def node_memory(node: NodePolicyState) -> dict[str, Any]:
+def node_memory(node: NodePolicyState, config: PolicyConfig) -> dict[str, Any]:
     """What the loop persists of a node for the next leader ({}: nothing to keep).
+
+    Streaks are kept only as far as they decide anything (capped at
+    ``failures_before_recovery`` and ``errors_before_failing``), so a node that
+    keeps failing does not need a write every poll. A recovery in flight is kept
+    as a reported success is (outcome to be confirmed by the next poll, streak
+    at 0, so the node waits ``failures_before_recovery`` polls before the next
+    attempt): the next leader cannot hear its report.
 
     Not kept: whatever the store already knows better (a quarantine the store
     may not have yet, an escalation still waiting for its event id: the next
     leader escalates again from the counters) and what only a fresh poll may
     tell (whether the causing checks passed the latest poll)."""
     memory: dict[str, Any] = {}
+    in_flight = node.recovery_in_flight
+    streak = 0 if in_flight else min(node.consecutive_failures, config.failures_before_recovery)
     counters = (
-        ("consecutive_failures", node.consecutive_failures),
+        ("consecutive_failures", streak),
         ("failed_recoveries", node.failed_recoveries),
         ("attempted_failures", node.attempted_failures),
     )
     memory.update((key, value) for key, value in counters if value)
-    if node.recovery_in_flight or node.awaiting_confirmation:
+    if in_flight or node.awaiting_confirmation:
         memory["awaiting_confirmation"] = True
     if node.last_failing:
         memory["last_failing"] = list(node.last_failing)
     if node.error_streaks:
-        memory["error_streaks"] = [[key, count] for key, count in node.error_streaks]
+        cap = config.errors_before_failing
+        memory["error_streaks"] = [[key, min(count, cap)] for key, count in node.error_streaks]
     if node.cause_ids:
         memory["cause_ids"] = list(node.cause_ids)
     if node.quarantine is not None and not node.pending_quarantine:
@@ -367,6 +377,11 @@ class Policy:
         self.config = config or PolicyConfig()
         self.state = state or PolicyState()
         self._changed: set[str] = set()
+
+    def memory(self, node: str) -> dict[str, Any]:
+        """:func:`node_memory` of one node ({} when the policy does not know it)."""
+        state = self.state.nodes.get(node)
+        return node_memory(state, self.config) if state is not None else {}
 
     def take_changed(self) -> set[str]:
         """The nodes whose state was set or dropped since the last call."""

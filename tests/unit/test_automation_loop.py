@@ -57,6 +57,7 @@ class FlakyStore(MemoryStore):
         super().__init__(clock)
         self.get_node_fails = False
         self.put_setting_fails = False
+        self.failed_puts = 0
 
     async def get_node(self, name: str) -> NodeRecord | None:
         if self.get_node_fails:
@@ -65,6 +66,7 @@ class FlakyStore(MemoryStore):
 
     async def put_setting(self, key: str, value: bytes, fence: LeaderTerm) -> None:
         if self.put_setting_fails:
+            self.failed_puts += 1
             raise StoreError("memory store: injected failure")
         await super().put_setting(key, value, fence)
 
@@ -466,6 +468,83 @@ async def test_counters_a_store_outage_kept_from_being_written_follow_later() ->
         "cause_ids": [(await cluster.events_of("check.failed"))[0].id],
         "last_failing": ["host.locks:"],
     }
+
+
+async def test_a_store_that_fails_writes_is_tried_once_per_poll() -> None:
+    cluster = await make_cluster(10, store=FlakyStore(FakeClock()))
+    store = cluster.store
+    assert isinstance(store, FlakyStore)
+    for name in ("n1", "n4", "n7"):
+        cluster.executors.node(name).checks = [locks_check(name)]
+    store.put_setting_fails = True
+    await cluster.turn()
+    assert store.failed_puts == 1  # not once per failing node, nor per later stimulus
+    await cluster.turn()
+    assert store.failed_puts == 2
+    store.put_setting_fails = False
+    await cluster.turn()
+    for name in ("n1", "n4", "n7"):
+        assert (await node_memory_stored(cluster, name))["last_failing"] == ["host.locks:"]
+
+
+async def test_an_operator_command_mid_term_leaves_a_running_recovery_alone() -> None:
+    cluster = await make_cluster(3)
+    n1 = cluster.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    n1.recover_gate = asyncio.Event()
+    await cluster.turn()
+    await cluster.automation.step()
+    for _ in range(3):
+        await asyncio.sleep(0)  # the recovery reaches the node
+    assert cluster.automation.policy.state.node("n1").recovery_in_flight
+    await cluster.automation.command("pause", "admin:alice", "maintenance")
+    assert cluster.automation.policy.state.node("n1").recovery_in_flight  # not reloaded
+    n1.recover_gate.set()
+    await cluster.automation.wait_idle()
+    assert len(await cluster.events_of("recovery.succeeded")) == 1  # its report counted
+
+
+@pytest.mark.parametrize("released", [False, True])
+async def test_an_escalation_the_store_never_got_escalates_again(released: bool) -> None:
+    """The last leader escalated n1 (memory says auto-quarantined) but its term
+    ended before the quarantine was stored. The next leader escalates at the first
+    failing poll, not after four more recoveries; unless an operator's release is
+    the node's last history entry: then it starts afresh, as a release does."""
+    cluster = await make_cluster(3)
+    store = cluster.store
+    term = cluster.term
+    assert term is not None
+    if released:
+        await cluster.quarantines.quarantine("n1", "drill", "admin:alice")
+        await cluster.quarantines.unquarantine("n1", "drill over", "admin:alice")
+    memory = {
+        "consecutive_failures": 2,
+        "failed_recoveries": 4,
+        "attempted_failures": 4,
+        "last_failing": ["host.locks:"],
+        "quarantine": "auto",
+        "quarantine_checks": ["host.locks:"],
+    }
+    await store.put_setting(node_setting_key("n1"), json.dumps(memory).encode(), term)
+    second = Harness(store, cluster.executors, cluster.automation.config)
+    await fail_over(cluster, second)
+    n1 = cluster.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    n1.recover_outcome = "failed"
+    await second.turn()
+    if released:
+        assert not await quarantined(second, "n1")
+        assert [e.node for e in await second.events_of("check.failed")] == ["n1"]
+        assert await node_memory_stored(second, "n1") == {
+            "consecutive_failures": 1,
+            "cause_ids": [(await second.events_of("check.failed"))[0].id],
+            "last_failing": ["host.locks:"],
+        }
+        return
+    record = await second.record("n1")
+    assert record is not None and record.source == AUTO
+    assert n1.recover_calls == []
+    assert (await node_memory_stored(second, "n1"))["quarantine"] == "auto"
 
 
 # -- C: operator commands are audited ----------------------------------------------------

@@ -524,15 +524,15 @@ def test_error_escalates_after_a_pause_only_if_a_recovery_really_failed() -> Non
 
 def through_store(node: NodePolicyState) -> NodePolicyState:
     """node_memory -> JSON bytes -> restore_node, as the loop and the next leader do."""
-    return restore_node(json.loads(json.dumps(node_memory(node))))
+    return restore_node(json.loads(json.dumps(node_memory(node, PolicyConfig()))))
 
 
 def test_a_node_with_nothing_to_remember_stores_nothing() -> None:
-    assert node_memory(NodePolicyState()) == {}
+    assert node_memory(NodePolicyState(), PolicyConfig()) == {}
     loop = Driver()
     loop.poll("n1", 1)
     loop.healthy("n1", 2)
-    assert node_memory(loop.policy.state.node("n1")) == {}
+    assert loop.policy.memory("n1") == {}
 
 
 def test_the_escalation_budget_survives_a_new_leader() -> None:
@@ -553,7 +553,7 @@ def test_the_escalation_budget_survives_a_new_leader() -> None:
     second.policy.state.nodes["n1"] = through_store(remembered)
     restored = second.policy.state.node("n1")
     assert restored.failed_recoveries == 2 and restored.attempted_failures == 2
-    assert restored.consecutive_failures == remembered.consecutive_failures
+    assert restored.consecutive_failures == PolicyConfig().failures_before_recovery  # capped
     assert restored.last_failing == (LOCKS,) and restored.cause_ids == remembered.cause_ids
     actions: list[Action] = []
     for attempt in range(2):
@@ -569,23 +569,46 @@ def test_the_escalation_budget_survives_a_new_leader() -> None:
 
 
 def test_a_recovery_in_flight_comes_back_with_its_outcome_unknown() -> None:
+    """As a reported success: confirmed or found ineffective by the next poll, and
+    the next attempt waits the usual failing polls (the old one may still run)."""
     loop = Driver()
     loop.poll("n1", 1)
     loop.poll("n1", 2)  # starts a recovery; its leader goes away before it reports
     assert loop.policy.state.node("n1").recovery_in_flight
     restored = through_store(loop.policy.state.node("n1"))
     assert not restored.recovery_in_flight and restored.awaiting_confirmation
+    assert restored.consecutive_failures == 0
 
     still_failing = Driver()
     still_failing.policy.state.nodes["n1"] = restored
-    actions = still_failing.poll("n1", 3)
-    assert kinds(actions)[0] == "recovery.ineffective"
+    assert kinds(still_failing.poll("n1", 3)) == ["recovery.ineffective", "check.failed"]
     assert still_failing.policy.state.node("n1").failed_recoveries == 1
-    assert kinds(actions)[1:] == ["StartRecovery", "recovery.started"]
+    assert kinds(still_failing.poll("n1", 4)) == ["StartRecovery", "recovery.started"]
 
     cleared = Driver()
     cleared.policy.state.nodes["n1"] = restored
     assert kinds(cleared.healthy("n1", 3)) == ["node.healthy"]
+
+
+def test_streaks_are_kept_only_as_far_as_they_decide() -> None:
+    """A node that keeps failing while paused, or whose check keeps erroring,
+    stops changing its memory: no write every poll."""
+    loop = Driver()
+    loop.feed(OperatorCommand(sid(), "pause", "admin:alice"), 0)
+    memories = []
+    for now in range(1, 8):
+        loop.poll("n1", now, failing=(), erroring=("host.libvirt:",))
+        loop.poll("n2", now)
+        memories.append((loop.policy.memory("n1"), loop.policy.memory("n2")))
+    assert loop.policy.state.node("n2").consecutive_failures == 7
+    assert memories[-1] == memories[2]
+    n1, n2 = memories[-1]
+    assert n1["error_streaks"] == [["host.libvirt:", PolicyConfig().errors_before_failing]]
+    assert n2["consecutive_failures"] == PolicyConfig().failures_before_recovery
+    # Restored at the cap, the decisions are the same: recovery once resumed.
+    after = Driver()
+    after.policy.state.nodes["n2"] = restore_node(n2)
+    assert kinds(after.poll("n2", 9))[0] == "StartRecovery"
 
 
 def test_an_escalation_without_its_quarantine_yet_is_not_remembered_as_one() -> None:
