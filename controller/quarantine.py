@@ -21,6 +21,14 @@ it: in the quarantine/unquarantine event's attributes (``hooks`` = ok | failed |
 none | pending, ``hook_results`` = the node's lines), in the history entry's
 details (:class:`HistoryDetails`), and, when any hook failed, in a
 ``hook.failed`` event caused by the quarantine event.
+
+A node that could not be told ("pending") applies the change from its next
+heartbeat response and reports its hooks in a later heartbeat; whichever
+replica receives that report records it (:func:`record_synced_hooks`): a
+``quarantine.synced`` or ``unquarantine.synced`` event with the hook outcome,
+and ``hook.failed`` after it when a hook failed. When that replica leads, the
+change's history entry gets the outcome as well (annotating is fenced by the
+term); on a follower the entry keeps ``pending`` and the events carry it.
 """
 
 from __future__ import annotations
@@ -104,6 +112,81 @@ def hook_report(told: bool, results: Sequence[str]) -> HookReport:
         return HookReport(HOOKS_NONE)
     failed = any(not hook_succeeded(line) for line in lines)
     return HookReport(HOOKS_FAILED if failed else HOOKS_OK, lines)
+
+
+async def record_synced_hooks(
+    events: EventLog,
+    node: str,
+    synced: controller_pb2.SyncedQuarantine,
+    store: Store | None = None,
+    term: LeaderTerm | None = None,
+) -> bool:
+    """Record what a node reported about a change it applied from a heartbeat
+    (see the module doc); whether the report's event was stored. With the
+    leader's ``term``, the change's history entry (the latest of that action,
+    while its hooks are still ``pending``) gets the outcome too."""
+    action = "quarantine" if synced.quarantined else "unquarantine"
+    report = hook_report(True, synced.hook_results)
+    attributes = {"hooks": report.status, "reason": synced.reason}
+    if report.results:
+        attributes["hook_results"] = "; ".join(report.results)
+    at = synced.applied_at.ToNanoseconds() / 1e9 if synced.HasField("applied_at") else None
+    event_id = await events.emit(
+        f"{action}.synced",
+        node,
+        f"{node} applied its {action} from the controller's record; hooks: {report.status}",
+        attributes=attributes,
+        at=at,
+    )
+    if not event_id:
+        return False
+    event_ids = [event_id]
+    if report.status == HOOKS_FAILED:
+        failed = "; ".join(report.failed)
+        log.warning("%s hooks failed on %s (applied from a heartbeat): %s", action, node, failed)
+        failed_id = await events.emit(
+            "hook.failed",
+            node,
+            f"{action} hooks failed on {node}: {failed}",
+            cause_ids=[event_id],
+            attributes={"action": action, "failed": failed},
+            at=at,
+        )
+        if failed_id:
+            event_ids.append(failed_id)
+    if store is not None and term is not None:
+        await _annotate_pending(store, term, node, action, report, event_ids)
+    return True
+
+
+async def _annotate_pending(
+    store: Store,
+    term: LeaderTerm,
+    node: str,
+    action: str,
+    report: HookReport,
+    event_ids: Sequence[str],
+) -> None:
+    try:
+        history = await store.get_history(node)
+        for entry in reversed(history):
+            parsed = common_pb2.QuarantineHistoryEntry()
+            parsed.ParseFromString(entry.payload)
+            if parsed.action != action:
+                continue
+            details = HistoryDetails.decode(entry.details)
+            if details.hooks != HOOKS_PENDING:
+                return  # the node was told directly, or this was recorded already
+            updated = HistoryDetails(
+                hooks=report.status,
+                hook_results=report.results,
+                event_ids=(*details.event_ids, *event_ids),
+                previous_source=details.previous_source,
+            )
+            await store.annotate_history(entry.sequence, updated.encode(), term)
+            return
+    except StoreError as exc:  # FencingError included: the events carry the outcome
+        log.warning("could not record %s's synced hook results in its history: %s", node, exc)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from novaops.controller.context import (
 from novaops.controller.events import sequence_of
 from novaops.controller.fleet import FleetServicer
 from novaops.controller.operations import AutomationServicer, QuarantineServicer
+from novaops.controller.quarantine import record_synced_hooks
 from novaops.controller.registry import HealthReports, ReportedHealth
 from novaops.controller.store.base import NodeRegistration, StoreError
 from novaops.pki.identity import Role
@@ -111,6 +112,14 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
                         last.sequence = history[-1].sequence
                     if last.action == "unquarantine":
                         response.released.CopyFrom(last)
+            if request.HasField("synced_quarantine"):
+                response.synced_quarantine_recorded = await record_synced_hooks(
+                    self.ctx.events,
+                    request.node,
+                    request.synced_quarantine,
+                    self.ctx.store,
+                    self.ctx.elector.term,
+                )
         except StoreError as exc:
             await store_call_failed(context, exc)
         checked_at = (

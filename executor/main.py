@@ -12,11 +12,15 @@ import asyncio
 import contextlib
 import faulthandler
 import logging
+import os
 import signal
 import sys
+import time
+from collections.abc import Awaitable
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any
 
 import grpc
 
@@ -38,7 +42,7 @@ from novaops.executor.quarantine import NodeQuarantine, sync_with_controller
 from novaops.executor.recovery import ConnectionDomainControl, NetlinkLinks, RecoveryCatalogue
 from novaops.executor.registration import GrpcControllerLink, Registrar
 from novaops.executor.server import ExecutorContext, add_executor_service, heartbeat_health
-from novaops.v1 import common_pb2
+from novaops.v1 import common_pb2, controller_pb2
 
 log = logging.getLogger("novaops.executor")
 
@@ -48,7 +52,9 @@ QUARANTINE_SYNC_SECONDS = 2.0
 SHUTDOWN_GRACE_SECONDS = 5.0
 # How much longer than the grace the gRPC server may take to stop (see stop()).
 STOP_MARGIN_SECONDS = 2.0
-# A shutdown still going this long after the server's stop gave up writes every
+# What the steps after the server's stop (tasks, checks, libvirt) may take together.
+STOP_REST_SECONDS = 1.5
+# A shutdown still going this long after every step's bound writes every
 # thread's stack to stderr (the log file under dev up): what it is stuck in,
 # before a supervisor's SIGKILL ends it.
 STOP_STACKS_AFTER_SECONDS = 0.5
@@ -119,6 +125,9 @@ class Executor:
         if isinstance(self.libvirt, LibvirtDomainSource):
             self._wire_features(host_root)
         self._stop_watch = asyncio.Event()
+        # Shutdown steps that did not finish in time (see stop()), and their tasks.
+        self.abandoned: list[str] = []
+        self._left_behind: set[asyncio.Future[object]] = set()
         self.server = grpc.aio.server(options=SERVER_OPTIONS)
         add_executor_service(self.server, self.ctx)
         self.registrar = Registrar(
@@ -188,6 +197,13 @@ class Executor:
                     "applied" if result.quarantined else "lifted",
                     ", ".join(result.hook_results) or "none",
                 )
+                synced = controller_pb2.SyncedQuarantine(
+                    quarantined=result.quarantined,
+                    hook_results=list(result.hook_results),
+                    reason=self.ctx.quarantine.state.reason,
+                )
+                synced.applied_at.GetCurrentTime()
+                self.registrar.status.synced = synced  # the next heartbeats report it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_watch.wait(), QUARANTINE_SYNC_SECONDS)
 
@@ -240,11 +256,18 @@ class Executor:
         await self.libvirt.close()
 
     async def stop(self, grace: float = SHUTDOWN_GRACE_SECONDS) -> None:
-        """Ordered shutdown: stop accepting and drain RPCs, stop registering, close libvirt."""
+        """Ordered shutdown: stop accepting and drain RPCs, stop registering, close libvirt.
+
+        Bounded: every step gets a deadline, and a step past it is left behind with
+        a warning naming where it waits (``abandoned`` lists them), so the rest
+        still runs. A step is not waited for after its cancellation either: a
+        coroutine that ignores cancellation (grpc.aio's server stop was seen to)
+        would otherwise hold the shutdown as surely as no deadline at all."""
         log.info("shutting down: draining for up to %.0fs", grace)
         try:
             faulthandler.dump_traceback_later(
-                grace + STOP_MARGIN_SECONDS + STOP_STACKS_AFTER_SECONDS, file=sys.stderr
+                grace + STOP_MARGIN_SECONDS + STOP_REST_SECONDS + STOP_STACKS_AFTER_SECONDS,
+                file=sys.stderr,
             )
         except (AttributeError, ValueError, OSError, RuntimeError):  # stderr without a descriptor
             log.debug("no stack dump for a stuck shutdown: stderr has no file descriptor")
@@ -252,26 +275,67 @@ class Executor:
             await self._stop(grace)
         finally:
             faulthandler.cancel_dump_traceback_later()
-        log.info("executor %s stopped", self.config.node)
+        if self.abandoned:
+            log.warning(
+                "executor %s stopped with %d shutdown step(s) unfinished: %s",
+                self.config.node,
+                len(self.abandoned),
+                ", ".join(self.abandoned),
+            )
+        else:
+            log.info("executor %s stopped", self.config.node)
 
     async def _stop(self, grace: float) -> None:
-        try:
-            # grpc.aio's stop sometimes never returns when it comes right after
-            # start (seen ~1 in 10 with a SIGTERM at once); the rest must still run.
-            await asyncio.wait_for(self.server.stop(grace), grace + STOP_MARGIN_SECONDS)
-        except TimeoutError:
-            log.warning(
-                "the gRPC server did not finish stopping within %.0fs; going on",
-                grace + STOP_MARGIN_SECONDS,
-            )
+        await self._step(
+            "the gRPC server's stop", self.server.stop(grace), grace + STOP_MARGIN_SECONDS
+        )
         self._stop_watch.set()
-        for task in (self._registration, self._watch, self._sync):
+        rest = time.monotonic() + STOP_REST_SECONDS
+        for name, task in (
+            ("registration", self._registration),
+            ("domain event watch", self._watch),
+            ("quarantine sync", self._sync),
+        ):
             if task is not None:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        await self.ctx.close()
-        await self.libvirt.close()
+                await self._step(f"the {name} task", task, rest - time.monotonic())
+        await self._step("closing the checks", self.ctx.close(), rest - time.monotonic())
+        await self._step("closing libvirt", self.libvirt.close(), rest - time.monotonic())
+
+    async def _step(self, what: str, step: Awaitable[object], timeout: float) -> None:
+        """Await step for at most timeout seconds (at least a moment); past that,
+        cancel it without waiting and go on (see stop())."""
+        task = asyncio.ensure_future(step)
+        done, _ = await asyncio.wait({task}, timeout=max(timeout, 0.05))
+        if task in done:
+            if not task.cancelled() and task.exception() is not None:
+                exc = task.exception()
+                log.warning("shutdown: %s failed: %s: %s", what, type(exc).__name__, exc)
+            return
+        log.warning(
+            "shutdown: %s did not finish within %.1fs; going on without it (waiting in %s)",
+            what,
+            max(timeout, 0.05),
+            waiting_in(task),
+        )
+        task.cancel()
+        self._left_behind.add(task)  # referenced, so it is not collected mid-flight
+        self.abandoned.append(what)
+
+
+def waiting_in(task: asyncio.Future[object]) -> str:
+    """Where a pending task's coroutine chain waits: its innermost Python frames,
+    outermost first ("?" when it exposes none, e.g. compiled coroutines)."""
+    frames: list[str] = []
+    coro: Any = task.get_coro() if isinstance(task, asyncio.Task) else None
+    while coro is not None and len(frames) < 32:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        if frame is not None:
+            frames.append(
+                f"{Path(frame.f_code.co_filename).name}:{frame.f_lineno} {frame.f_code.co_name}"
+            )
+        coro = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+    return " > ".join(frames[-4:]) or "?"
 
 
 async def serve(config: ExecutorConfig) -> None:
@@ -289,6 +353,12 @@ async def serve(config: ExecutorConfig) -> None:
         await stop.wait()
     finally:
         await executor.stop()
+    if executor.abandoned:
+        # asyncio.run would now cancel the steps left behind and wait for them,
+        # which is what they do not answer: end the process here instead.
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:

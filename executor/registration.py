@@ -104,7 +104,10 @@ def stored_decision(response: controller_pb2.HeartbeatResponse) -> StoredDecisio
 
 
 def heartbeat_request(
-    node: str, sequence: int, verdict: HealthVerdict
+    node: str,
+    sequence: int,
+    verdict: HealthVerdict,
+    synced: controller_pb2.SyncedQuarantine | None = None,
 ) -> controller_pb2.HeartbeatRequest:
     request = controller_pb2.HeartbeatRequest(
         node=node,
@@ -114,6 +117,8 @@ def heartbeat_request(
     )
     if verdict.checked_at is not None:
         request.checked_at.FromDatetime(verdict.checked_at)
+    if synced is not None:
+        request.synced_quarantine.CopyFrom(synced)
     return request
 
 
@@ -188,6 +193,9 @@ class RegistrationStatus:
     decision: StoredDecision | None = None
     heartbeats_sent: int = 0
     failures: int = 0
+    # A quarantine change applied from a heartbeat response, with its hook lines:
+    # sent with every heartbeat until a controller says it recorded it.
+    synced: controller_pb2.SyncedQuarantine | None = None
 
 
 @dataclass
@@ -288,8 +296,9 @@ class Registrar:
                 await self.sleep(interval)
             first = False
             self._sequence += 1
+            synced = self.status.synced
             try:
-                request = heartbeat_request(self.node, self._sequence, await self.health())
+                request = heartbeat_request(self.node, self._sequence, await self.health(), synced)
                 response = await asyncio.wait_for(
                     link.heartbeat(request, self.call_timeout), self.call_timeout
                 )
@@ -320,6 +329,9 @@ class Registrar:
                 continue
             self.status.registered = True
             self.status.heartbeats_sent += 1
+            # Cleared only if not replaced by a newer change meanwhile.
+            if response.synced_quarantine_recorded and synced is self.status.synced:
+                self.status.synced = None
             self.status.quarantined = response.quarantined
             self.status.decision = stored_decision(response)
             if not response.known:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -196,6 +197,9 @@ def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
         f'echo "$NOVAOPS_ACTOR|$NOVAOPS_SOURCE|$NOVAOPS_REASON|$NOVAOPS_SINCE" > {marker}\n'
     )
     hook.chmod(0o755)
+    failing = hooks / "30-late-drain"
+    failing.write_text("#!/bin/sh\necho 'drain API unreachable' >&2\nexit 4\n")
+    failing.chmod(0o755)
     pid = drills.pid(node)
     os.kill(pid, signal.SIGSTOP)
     try:
@@ -209,6 +213,26 @@ def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
     actor, source, reason, since = marker.read_text().strip().split("|")
     assert (actor, source, reason) == ("admin:admin", "manual", "while it was frozen")
     assert since[:19] == done["record"]["since"][:19]  # the record's, to the second
+
+    # What the hooks said comes back with the node's next heartbeats, into the events.
+    def synced() -> list[dict[str, Any]]:
+        events = drills.json("events", "--kind", "quarantine.synced")
+        return [e for e in events if e["node"] == node]
+
+    wait_for(lambda: bool(synced()), 20, "the node's report of the hooks it ran")
+    (report,) = synced()
+    assert report["attributes"]["hooks"] == "failed"
+    assert report["attributes"]["reason"] == "while it was frozen"
+    assert "20-late: ok" in report["attributes"]["hook_results"]
+    assert "30-late-drain: exit 4: drain API unreachable" in report["attributes"]["hook_results"]
+    failed = [e for e in drills.json("events", "--kind", "hook.failed") if e["node"] == node]
+    assert failed and failed[-1]["cause_ids"] == [report["id"]]
+    assert "30-late-drain" in failed[-1]["message"]
+    # The leader took the heartbeat: the history entry says it too, not "pending".
+    history = drills.json("quarantine", "history", node)
+    assert history[-1]["action"] == "quarantine" and history[-1]["hooks"] == "failed"
+    assert history[-1]["event_ids"][-2:] == [report["id"], failed[-1]["id"]]
+    failing.unlink()
     hook.unlink()
     released = drills.json("unquarantine", node, "--reason", "thawed", "--force")
     assert released["changed"] is True

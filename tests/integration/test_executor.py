@@ -8,7 +8,9 @@ Every server and channel a test starts is stopped by the test's fixture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -545,6 +547,8 @@ class LinkScript:
         self.reachable = reachable
         self.slow: set[str] = set()  # heartbeats there time out
         self.calls: list[str] = []
+        self.heartbeats: list[controller_pb2.HeartbeatRequest] = []
+        self.records_synced = True  # answers say a synced_quarantine was recorded
 
     def connect(self, target: str) -> ControllerLink:
         script = self
@@ -562,11 +566,17 @@ class LinkScript:
                 self, request: controller_pb2.HeartbeatRequest, timeout: float
             ) -> controller_pb2.HeartbeatResponse:
                 script.calls.append(f"heartbeat {target}")
+                script.heartbeats.append(request)
                 if target in script.slow:
                     raise TimeoutError
                 if target not in script.reachable:
                     raise ConnectionResetError(f"{target} went away")
-                return controller_pb2.HeartbeatResponse(known=True)
+                return controller_pb2.HeartbeatResponse(
+                    known=True,
+                    synced_quarantine_recorded=(
+                        request.HasField("synced_quarantine") and script.records_synced
+                    ),
+                )
 
             async def close(self) -> None:
                 pass
@@ -643,6 +653,39 @@ async def test_registration_fails_over_in_order_with_capped_backoff() -> None:
         "heartbeat c1",
     ]
     assert registrar.status.controller == "c1"
+
+
+async def test_hooks_run_from_a_heartbeat_are_reported_until_recorded() -> None:
+    """A quarantine applied from a heartbeat response goes back with the next
+    heartbeats (its hook lines) until a controller says it recorded it: through a
+    heartbeat that timed out and one whose event could not be stored."""
+    script = LinkScript(reachable={"c1"})
+    script.records_synced = False
+    synced = controller_pb2.SyncedQuarantine(
+        quarantined=True, hook_results=["10-drain: exit 3: scheduler down"], reason="disk"
+    )
+    sleeps: list[float] = []
+    registrar: Registrar
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) == 1:
+            registrar.status.synced = synced  # the sync loop applied a change
+            script.slow = {"c1"}
+        if len(sleeps) == 2:
+            script.slow = set()  # answered, but the event store failed: kept
+        if len(sleeps) == 3:
+            script.records_synced = True
+        if len(sleeps) >= 5:
+            raise asyncio.CancelledError
+
+    registrar = scripted_registrar(["c1"], script.connect, fake_sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await registrar.run()
+    carried = [h.HasField("synced_quarantine") for h in script.heartbeats]
+    assert carried == [False, True, True, True, False]
+    assert script.heartbeats[1].synced_quarantine == synced
+    assert registrar.status.synced is None
 
 
 async def test_single_controller_heartbeat_failures_retry_without_registering_again() -> None:
@@ -806,6 +849,7 @@ async def test_a_stuck_shutdown_writes_every_threads_stack_to_stderr(
 
     executor = await start_executor(f"test://{node_xml}")
     monkeypatch.setattr(executor_main, "STOP_MARGIN_SECONDS", 0.1)
+    monkeypatch.setattr(executor_main, "STOP_REST_SECONDS", 0.1)
     monkeypatch.setattr(executor_main, "STOP_STACKS_AFTER_SECONDS", 0.1)
     close = executor.ctx.close
 
@@ -818,3 +862,48 @@ async def test_a_stuck_shutdown_writes_every_threads_stack_to_stderr(
     err = capfd.readouterr().err
     assert "most recent call first" in err
     assert "stuck_close" in err  # the frame it was stuck in
+
+
+async def test_a_shutdown_step_that_ignores_cancellation_is_left_behind(
+    start_executor: StartExecutor,
+    node_xml: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # grpc.aio's server stop was seen never to return, and not to answer its
+    # cancellation either: asyncio.wait_for then waits forever for the cancel.
+    import novaops.executor.main as executor_main
+
+    executor = await start_executor(f"test://{node_xml}")
+    monkeypatch.setattr(executor_main, "STOP_MARGIN_SECONDS", 0.2)
+    real_stop = executor.server.stop
+    release = asyncio.Event()
+
+    async def deaf_stop(grace: float | None) -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+        await real_stop(None)
+
+    monkeypatch.setattr(executor.server, "stop", deaf_stop)
+    closed: list[str] = []
+    close = executor.libvirt.close
+
+    async def recorded_close() -> None:
+        closed.append("libvirt")
+        await close()
+
+    monkeypatch.setattr(executor.libvirt, "close", recorded_close)
+    started = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="novaops.executor"):
+        await executor.stop(grace=0.1)
+    assert time.monotonic() - started < 2.0
+    assert executor.abandoned == ["the gRPC server's stop"]
+    assert closed == ["libvirt"]  # the rest of the shutdown ran
+    messages = [r.getMessage() for r in caplog.records]
+    (warning,) = [m for m in messages if "did not finish within" in m]
+    assert "the gRPC server's stop did not finish within 0.3s" in warning
+    assert "deaf_stop" in warning  # where it waits
+    assert any("stopped with 1 shutdown step(s) unfinished" in m for m in messages)
+    release.set()  # let the real server stop, for the fixture's cleanup
+    await asyncio.sleep(0.2)

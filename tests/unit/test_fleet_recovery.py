@@ -15,6 +15,7 @@ from novaops.controller.clock import FakeClock
 from novaops.controller.context import ControllerContext
 from novaops.controller.events import EventLog
 from novaops.controller.fleet import FleetServicer, recovery_outcome
+from novaops.controller.quarantine import HistoryDetails
 from novaops.controller.registry import HealthReports
 from novaops.controller.services import ClusterServicer, RegistryServicer
 from novaops.controller.store.base import LeaderTerm, NodeRegistration
@@ -240,3 +241,66 @@ async def test_heartbeats_carry_the_record_fence_and_release() -> None:
     assert node.health == common_pb2.HEALTH_STATUS_UNHEALTHY
     assert list(node.failing_checks) == ["host.locks", "host.orphans"]
     assert node.health_checked_at.seconds == 1_700_000_100
+
+
+async def test_a_heartbeat_records_the_hooks_the_node_ran_from_a_sync() -> None:
+    """Any replica records what a node reports of a change it applied from a
+    heartbeat: the synced event with the hook outcome, hook.failed after it."""
+    store = MemoryStore(FakeClock())
+    await store.register_node(NodeRegistration("n1", "addr-n1"))
+    ctx = context_for(store, None, FakeExecutor())  # a follower: no term needed
+    registry = RegistryServicer(ctx, HealthReports())
+    context = cast(Any, FakeContext())
+    beat = controller_pb2.HeartbeatRequest(node="n1", health=common_pb2.HEALTH_STATUS_QUARANTINED)
+    beat.synced_quarantine.quarantined = True
+    beat.synced_quarantine.reason = "bad DIMM"
+    beat.synced_quarantine.hook_results.extend(
+        ["10-drain: ok", "20-scheduler: exit 3: scheduler API unreachable"]
+    )
+    beat.synced_quarantine.applied_at.FromSeconds(1_700_000_200)
+    answer = await registry.Heartbeat(beat, context)
+    assert answer.known and answer.synced_quarantine_recorded
+    events = await ctx.events.read()
+    assert [e.kind for e in events] == ["quarantine.synced", "hook.failed"]
+    synced, failed = events
+    assert synced.node == "n1" and synced.at.seconds == 1_700_000_200
+    assert synced.attributes["hooks"] == "failed" and synced.attributes["reason"] == "bad DIMM"
+    assert "10-drain: ok; 20-scheduler: exit 3" in synced.attributes["hook_results"]
+    assert list(failed.cause_ids) == [synced.id]
+    assert failed.message == (
+        "quarantine hooks failed on n1: 20-scheduler: exit 3: scheduler API unreachable"
+    )
+    # Without a report nothing is recorded, and the answer says so.
+    quiet = await registry.Heartbeat(
+        controller_pb2.HeartbeatRequest(node="n1", health=common_pb2.HEALTH_STATUS_QUARANTINED),
+        context,
+    )
+    assert not quiet.synced_quarantine_recorded and len(await ctx.events.read()) == 2
+
+
+async def test_the_leader_also_puts_the_synced_hooks_in_the_history_entry() -> None:
+    clock = FakeClock()
+    store = await make_store(clock)
+    term = await store.campaign("ctl-1", "ctl-1:1", 30)
+    assert term is not None
+    record = common_pb2.QuarantineRecord(node="n1", reason="bad DIMM", actor="operator:alice")
+    entry = common_pb2.QuarantineHistoryEntry(node="n1", action="quarantine", reason="bad DIMM")
+    await store.put_quarantine("n1", record.SerializeToString(), entry.SerializeToString(), term)
+    (stored,) = await store.get_history("n1")
+    pending = HistoryDetails(hooks="pending", event_ids=("000000000001",))
+    await store.annotate_history(stored.sequence, pending.encode(), term)
+    registry = RegistryServicer(context_for(store, term, FakeExecutor()), HealthReports())
+    beat = controller_pb2.HeartbeatRequest(node="n1", health=common_pb2.HEALTH_STATUS_QUARANTINED)
+    beat.synced_quarantine.quarantined = True
+    beat.synced_quarantine.hook_results.append("10-drain: ok")
+    answer = await registry.Heartbeat(beat, cast(Any, FakeContext()))
+    assert answer.synced_quarantine_recorded
+    (synced,) = [e for e in await EventLog(store).read() if e.kind == "quarantine.synced"]
+    (annotated,) = await store.get_history("n1")
+    details = HistoryDetails.decode(annotated.details)
+    assert (details.hooks, details.hook_results) == ("ok", ("10-drain: ok",))
+    assert details.event_ids == ("000000000001", synced.id)
+    # A second report of the same change (its answer was lost) leaves the entry alone.
+    await registry.Heartbeat(beat, cast(Any, FakeContext()))
+    (again,) = await store.get_history("n1")
+    assert HistoryDetails.decode(again.details) == details

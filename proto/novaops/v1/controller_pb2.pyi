@@ -59,17 +59,19 @@ class RegisterResponse(_message.Message):
     ) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("node", "sequence", "health", "failing_checks", "checked_at")
+    __slots__ = ("node", "sequence", "health", "failing_checks", "checked_at", "synced_quarantine")
     NODE_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     HEALTH_FIELD_NUMBER: _ClassVar[int]
     FAILING_CHECKS_FIELD_NUMBER: _ClassVar[int]
     CHECKED_AT_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_QUARANTINE_FIELD_NUMBER: _ClassVar[int]
     node: str
     sequence: int
     health: _common_pb2.HealthStatus
     failing_checks: _containers.RepeatedScalarFieldContainer[str]
     checked_at: _timestamp_pb2.Timestamp
+    synced_quarantine: SyncedQuarantine
     def __init__(
         self,
         node: _Optional[str] = ...,
@@ -77,20 +79,48 @@ class HeartbeatRequest(_message.Message):
         health: _Optional[_Union[_common_pb2.HealthStatus, str]] = ...,
         failing_checks: _Optional[_Iterable[str]] = ...,
         checked_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        synced_quarantine: _Optional[_Union[SyncedQuarantine, _Mapping]] = ...,
+    ) -> None: ...
+
+class SyncedQuarantine(_message.Message):
+    __slots__ = ("quarantined", "hook_results", "applied_at", "reason")
+    QUARANTINED_FIELD_NUMBER: _ClassVar[int]
+    HOOK_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    quarantined: bool
+    hook_results: _containers.RepeatedScalarFieldContainer[str]
+    applied_at: _timestamp_pb2.Timestamp
+    reason: str
+    def __init__(
+        self,
+        quarantined: _Optional[bool] = ...,
+        hook_results: _Optional[_Iterable[str]] = ...,
+        applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        reason: _Optional[str] = ...,
     ) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known", "quarantined", "quarantine", "fence_revision", "released")
+    __slots__ = (
+        "known",
+        "quarantined",
+        "quarantine",
+        "fence_revision",
+        "released",
+        "synced_quarantine_recorded",
+    )
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     QUARANTINE_FIELD_NUMBER: _ClassVar[int]
     FENCE_REVISION_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
+    SYNCED_QUARANTINE_RECORDED_FIELD_NUMBER: _ClassVar[int]
     known: bool
     quarantined: bool
     quarantine: _common_pb2.QuarantineRecord
     fence_revision: int
     released: _common_pb2.QuarantineHistoryEntry
+    synced_quarantine_recorded: bool
     def __init__(
         self,
         known: _Optional[bool] = ...,
@@ -98,6 +128,7 @@ class HeartbeatResponse(_message.Message):
         quarantine: _Optional[_Union[_common_pb2.QuarantineRecord, _Mapping]] = ...,
         fence_revision: _Optional[int] = ...,
         released: _Optional[_Union[_common_pb2.QuarantineHistoryEntry, _Mapping]] = ...,
+        synced_quarantine_recorded: _Optional[bool] = ...,
     ) -> None: ...
 
 class ListNodesRequest(_message.Message):
