@@ -281,6 +281,16 @@ def _secret_kind_for_key(key: str) -> str | None:
     return None
 
 
+# The shell's working directories (sudo logs them: "PWD=/home/alice ; USER=root").
+_WORKING_DIRECTORY_KEYS = frozenset({"PWD", "OLDPWD"})
+
+
+def _is_working_directory(key: str, value: str) -> bool:
+    """``PWD=/path`` as the environment variable, not a password: the key in
+    capitals, as the shell spells it, and an absolute path as its value."""
+    return key in _WORKING_DIRECTORY_KEYS and value.startswith("/")
+
+
 _MISSING = object()
 _CACHE_LIMIT = 65536
 _KEY_KINDS: dict[str, str | None] = {}
@@ -374,6 +384,8 @@ def find_secrets(line: str) -> list[Hit]:
         while (kv := _KV_RE.search(line, position)) is not None:
             m = kv
             kv_kind = secret_kind_for_key(m.group("k"))
+            if kv_kind is not None and _is_working_directory(m.group("k"), m.group("v")):
+                kv_kind = None
             if kv_kind is None:
                 # The value may itself hold a pair ("reload: admin_password = x",
                 # '"log": "token=x"'): scan on from inside it, not after it.

@@ -39,6 +39,7 @@ from novaops.client.bundle.known_names import (
     _F_MAC,
     _F_NODE,
     _F_SSH_USER,
+    _F_SUDO_USER,
     _F_URL_USER,
     _F_USER_KV,
     _FAMILIES,
@@ -236,6 +237,12 @@ _FOR_USER_RE = re.compile(r"(?i:\bfor (?:invalid |illegal )?user )[\"']?(?P<v>" 
 _SSH_USER_RE = re.compile(
     r"(?i:\b(?:accepted|failed) [a-z0-9-]+ for )(?P<v>" + _USER + r")(?= from )"
 )
+# sudo's own log line names the invoking user between "sudo:" and " : "
+# ("sudo:  alice : TTY=pts/0 ; PWD=/home/alice ; USER=root ; COMMAND=...", also
+# "sudo: alice : 3 incorrect password attempts ; ..."); PAM's session lines name
+# it as "by alice(uid=1000)".
+_SUDO_USER_RE = re.compile(r"(?i:\bsudo:)[ \t]+(?P<v>" + _USER + r")[ \t]+:[ \t]")
+_BY_UID_RE = re.compile(r"(?i:\bby )(?P<v>" + _USER + r")(?=\(uid=\d+\))")
 _EMAIL_RE = re.compile(
     r"(?<![\w.%+-])(?P<v>[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,63})(?![\w-])"
 )
@@ -261,6 +268,8 @@ _FAMILY_PATTERNS: tuple[tuple[int, re.Pattern[str]], ...] = (
     (_F_USER_KV, _USER_KV_RE),
     (_F_FOR_USER, _FOR_USER_RE),
     (_F_SSH_USER, _SSH_USER_RE),
+    (_F_SUDO_USER, _SUDO_USER_RE),
+    (_F_SUDO_USER, _BY_UID_RE),
     (_F_EMAIL, _EMAIL_RE),
     (_F_MAC, _MAC_RE),
     (_F_IPV6, _IPV6_RE),
@@ -597,6 +606,7 @@ class IdentifierDetector:
                 append((m.start(1), -m.end(1), family, m.group(1)))
         self._user_pairs(text, low, spans)
         self._for_users(text, low, spans)
+        self._sudo_users(text, low, spans)
         if "@" in text:
             self._emails(text, low, spans)
         self._dotted(text, low, spans)
@@ -636,6 +646,20 @@ class IdentifierDetector:
                 if any(hint in line for hint in _SSH_HINTS):
                     for m in _SSH_USER_RE.finditer(text, line_start, line_end):
                         append((m.start(1), -m.end(1), _F_SSH_USER, m.group(1)))
+
+    def _sudo_users(self, text: str, low: str, spans: list[_Span]) -> None:
+        """sudo's ``sudo: NAME :`` (at "sudo:") and PAM's ``by NAME(uid=N)`` (before "(uid=")."""
+        at = low.find("sudo:")
+        while at >= 0:
+            if (m := _SUDO_USER_RE.match(text, at)) is not None:
+                spans.append((m.start("v"), -m.end("v"), _F_SUDO_USER, m.group("v")))
+            at = low.find("sudo:", at + 5)
+        at = low.find("(uid=")
+        while at >= 0:
+            by = low.rfind("by ", max(0, at - 36), at)
+            if by >= 0 and (m := _BY_UID_RE.match(text, by)) is not None and m.end("v") == at:
+                spans.append((m.start("v"), -m.end("v"), _F_SUDO_USER, m.group("v")))
+            at = low.find("(uid=", at + 5)
 
     def _emails(self, text: str, low: str, spans: list[_Span]) -> None:
         """E-mail addresses, from each "@" (found with memchr)."""

@@ -17,9 +17,10 @@ from typing import Any
 # Family order = precedence on overlaps of equal start and length.
 _F_KNOWN_USER, _F_KNOWN_HOST, _F_NODE, _F_URL_USER, _F_HOME, _F_USER_KV = range(6)
 _F_FOR_USER, _F_SSH_USER, _F_EMAIL, _F_MAC, _F_IPV6, _F_IPV4, _F_FQDN = range(6, 13)
-_FAMILIES = 13
+_F_SUDO_USER = 13  # sudo's "sudo: NAME : TTY=..." and PAM's "by NAME(uid=N)"
+_FAMILIES = 14
 _USER_FAMILIES = frozenset(
-    {_F_KNOWN_USER, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER}
+    {_F_KNOWN_USER, _F_URL_USER, _F_HOME, _F_USER_KV, _F_FOR_USER, _F_SSH_USER, _F_SUDO_USER}
 )
 
 

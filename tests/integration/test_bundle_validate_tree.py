@@ -8,10 +8,9 @@ cannot know without the host's own lists, which are named here exactly:
 * ``short_hostname``: a bare host name (``hvabcd12``) is a word like any other;
   the executor's redactor knows the node's host names from ``/etc/hosts`` and
   ``/etc/hostname``, an offline scan of an archive does not.
-* ``username`` in sudo's ``sudo:   NAME : TTY=...`` lines: the redactor knows
-  the node's users from ``/etc/passwd``; validate's contextual user-name rules
-  (``user=``, ``for user``, ``Accepted ... for``, ``/home/``, URLs) have no
-  sudo context.
+
+User names are found by context (``user=``, ``for user``, ``Accepted ... for``,
+``/home/``, URLs, sudo's ``sudo:   NAME : TTY=...``), every style seeded here.
 
 Findings are masked; to check that each one is the seeded value (and not just
 something else on the same line), the test also runs the same scan with the
@@ -48,7 +47,7 @@ USERNAME_STYLES = {
     "home": "cwd=/home/",
 }
 # (kind, style) validate cannot find in an unredacted copy; see the module docstring.
-NOT_FINDABLE = {("short_hostname", ""), ("username", "sudo")}
+NOT_FINDABLE = {("short_hostname", "")}
 
 
 def pack_unredacted(tree: LogTree, out: Path) -> Path:
@@ -144,4 +143,4 @@ def test_validate_finds_every_seeded_value_it_can_know(
     # Every findable kind, and every user-name context, was exercised.
     kinds_found = {kind for kind, _ in found}
     assert kinds_found == set(SEED_KINDS) - {"short_hostname"}
-    assert {style for kind, style in found if kind == "username"} == set(USERNAME_STYLES) - {"sudo"}
+    assert {style for kind, style in found if kind == "username"} == set(USERNAME_STYLES)

@@ -123,6 +123,17 @@ def test_single_line_pem_in_json() -> None:
         ("Accepted publickey for trent from x", "trent", "username"),
         ("cwd /home/peggy/src", "peggy", "username"),
         ("uri qemu+ssh://victor@node2/system", "victor", "username"),
+        (
+            "hv sudo:   walter : TTY=pts/0 ; PWD=/tmp ; USER=root ; COMMAND=/bin/ls",
+            "walter",
+            "username",
+        ),
+        ("sudo: wendy : 3 incorrect password attempts ; TTY=pts/1", "wendy", "username"),
+        (
+            "pam_unix(sudo:session): session opened for user root(uid=0) by xavier(uid=1000)",
+            "xavier",
+            "username",
+        ),
     ],
 )
 def test_identifier_detectors(line: str, value: str, kind: str) -> None:
@@ -390,6 +401,7 @@ _FRAGMENTS = [
     *("for user ", "for invalid user ", "Accepted password for ", "failed publickey for "),
     *(" from ", "user=", "USER: ", "login=", "owner='", "acct=", "://", "://u:p@", "/home/"),
     *("ruser=", "Euser: ", "r", "theuser=", "username=", "user_name="),
+    *("sudo:", "sudo: ", "SUDO:  ", " : ", " by ", "standby ", "(uid=0)", "(uid=", "(uid=x)"),
     *("hv-node-b", "HV-node-b", "hv-node-b.acme.lan", "compute-07", ".dc1.acme-corp.com"),
     *("host-0a1b2c3d", "user-0a1b2c3d", "domain-0a1b2c3d.example"),
     *("x@acme.com", "@@", "\u00e9", "\u0130", "\u212a", "\u017f", "\u2028", "\x00"),
@@ -477,3 +489,20 @@ def test_node_names_pass_changes_nothing_the_scan_would_not(name: str) -> None:
             position = end
         expected.append(text[position:])
         assert _detector.substitute(text, render)[0] == "".join(expected), text
+
+
+@pytest.mark.parametrize(
+    ("line", "kept"),
+    [
+        ("sudo: carol : TTY=pts/0 ; PWD=/home/carol ; USER=root ; COMMAND=/bin/ls", "/home/"),
+        ("OLDPWD=/var/lib/libvirt PWD=/root", "PWD=/root"),
+    ],
+)
+def test_the_shells_working_directory_is_not_a_password(line: str, kept: str) -> None:
+    assert find_secrets(line) == []
+    assert kept in Redactor(scrub=False).redact_text(line)
+
+
+@pytest.mark.parametrize("line", ["PWD=hunter2", "pwd=/hunter2", 'PWD="/x"', "db_pwd = /s3cret"])
+def test_a_pwd_key_that_is_not_the_working_directory_is_still_a_password(line: str) -> None:
+    assert [hit.kind for hit in find_secrets(line)] == ["password"]
