@@ -518,6 +518,10 @@ async def _serve_executors(configs: list[Path]) -> None:
         await stop.wait()
     finally:
         await asyncio.gather(*(e.stop(grace=1.0) for e in executors), return_exceptions=True)
+    if any(e.abandoned for e in executors):
+        # As novaops-executor does: asyncio.run would wait on the steps left behind.
+        logging.shutdown()
+        os._exit(0)
 
 
 # -- the floor: trivial grpc.aio servers over the same mTLS ---------------------------------

@@ -155,7 +155,8 @@ async def record_synced_hooks(
         if failed_id:
             event_ids.append(failed_id)
     if store is not None and term is not None:
-        await _annotate_pending(store, term, node, action, report, event_ids)
+        since = synced.since.seconds if synced.HasField("since") else None
+        await _annotate_pending(store, term, node, action, since, report, event_ids)
     return True
 
 
@@ -164,18 +165,22 @@ async def _annotate_pending(
     term: LeaderTerm,
     node: str,
     action: str,
+    since: int | None,
     report: HookReport,
     event_ids: Sequence[str],
 ) -> None:
+    """The outcome into the history entry of the change the node applied: the
+    entry of that action that began at ``since`` (to the second; without it, the
+    latest of that action), while its hooks are not known yet ("pending", or no
+    details at all: the report beat the leader's own "pending" note)."""
     try:
-        history = await store.get_history(node)
-        for entry in reversed(history):
+        for entry in reversed(await store.get_history(node)):
             parsed = common_pb2.QuarantineHistoryEntry()
             parsed.ParseFromString(entry.payload)
-            if parsed.action != action:
+            if parsed.action != action or (since is not None and parsed.at.seconds != since):
                 continue
             details = HistoryDetails.decode(entry.details)
-            if details.hooks != HOOKS_PENDING:
+            if details.hooks not in ("", HOOKS_PENDING):
                 return  # the node was told directly, or this was recorded already
             updated = HistoryDetails(
                 hooks=report.status,
@@ -341,10 +346,27 @@ class QuarantineManager:
             previous_source=change.previous_source,
         )
         try:
+            if report.status == HOOKS_PENDING:
+                # The node may have applied it from a heartbeat and reported
+                # already (record_synced_hooks): keep that outcome, add our ids.
+                known = await self._details_of(node, sequence)
+                if known is not None and known.hooks not in ("", HOOKS_PENDING):
+                    details = HistoryDetails(
+                        hooks=known.hooks,
+                        hook_results=known.hook_results,
+                        event_ids=(*event_ids, *known.event_ids),
+                        previous_source=change.previous_source,
+                    )
             await self.store.annotate_history(sequence, details.encode(), term)
         except StoreError as exc:
             # The change itself is stored; only its after-the-fact details are missing.
             log.warning("could not record hook results in %s's history: %s", node, exc)
+
+    async def _details_of(self, node: str, sequence: int) -> HistoryDetails | None:
+        for entry in await self.store.get_history(node):
+            if entry.sequence == sequence:
+                return HistoryDetails.decode(entry.details)
+        return None
 
     async def quarantine(
         self,

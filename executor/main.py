@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import faulthandler
 import logging
 import os
@@ -197,13 +198,16 @@ class Executor:
                     "applied" if result.quarantined else "lifted",
                     ", ".join(result.hook_results) or "none",
                 )
+                state = self.ctx.quarantine.state
                 synced = controller_pb2.SyncedQuarantine(
                     quarantined=result.quarantined,
                     hook_results=list(result.hook_results),
-                    reason=self.ctx.quarantine.state.reason,
+                    reason=state.reason,
                 )
                 synced.applied_at.GetCurrentTime()
-                self.registrar.status.synced = synced  # the next heartbeats report it
+                with contextlib.suppress(ValueError):  # no record came: since stays unset
+                    synced.since.FromDatetime(dt.datetime.fromisoformat(state.since))
+                self.registrar.status.report_synced(synced)  # the next heartbeats carry it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_watch.wait(), QUARANTINE_SYNC_SECONDS)
 
@@ -300,7 +304,8 @@ class Executor:
                 task.cancel()
                 await self._step(f"the {name} task", task, rest - time.monotonic())
         await self._step("closing the checks", self.ctx.close(), rest - time.monotonic())
-        await self._step("closing libvirt", self.libvirt.close(), rest - time.monotonic())
+        # libvirt's close gets a moment of its own, whatever the steps above used.
+        await self._step("closing libvirt", self.libvirt.close(), max(rest - time.monotonic(), 0.5))
 
     async def _step(self, what: str, step: Awaitable[object], timeout: float) -> None:
         """Await step for at most timeout seconds (at least a moment); past that,

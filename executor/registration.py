@@ -103,6 +103,10 @@ def stored_decision(response: controller_pb2.HeartbeatResponse) -> StoredDecisio
     return decision
 
 
+# Reports of quarantine changes applied from heartbeats kept until recorded.
+MAX_SYNCED_REPORTS = 16
+
+
 def heartbeat_request(
     node: str,
     sequence: int,
@@ -193,9 +197,15 @@ class RegistrationStatus:
     decision: StoredDecision | None = None
     heartbeats_sent: int = 0
     failures: int = 0
-    # A quarantine change applied from a heartbeat response, with its hook lines:
-    # sent with every heartbeat until a controller says it recorded it.
-    synced: controller_pb2.SyncedQuarantine | None = None
+    # Quarantine changes applied from heartbeat responses, with their hook lines,
+    # oldest first: the oldest goes with every heartbeat until a controller says
+    # it recorded it, then the next (bounded: the oldest are dropped past 16).
+    synced: list[controller_pb2.SyncedQuarantine] = field(default_factory=list)
+
+    def report_synced(self, report: controller_pb2.SyncedQuarantine) -> None:
+        """Queue a report for the next heartbeats."""
+        self.synced.append(report)
+        del self.synced[:-MAX_SYNCED_REPORTS]
 
 
 @dataclass
@@ -296,7 +306,7 @@ class Registrar:
                 await self.sleep(interval)
             first = False
             self._sequence += 1
-            synced = self.status.synced
+            synced = self.status.synced[0] if self.status.synced else None
             try:
                 request = heartbeat_request(self.node, self._sequence, await self.health(), synced)
                 response = await asyncio.wait_for(
@@ -329,9 +339,8 @@ class Registrar:
                 continue
             self.status.registered = True
             self.status.heartbeats_sent += 1
-            # Cleared only if not replaced by a newer change meanwhile.
-            if response.synced_quarantine_recorded and synced is self.status.synced:
-                self.status.synced = None
+            if response.synced_quarantine_recorded and synced in self.status.synced:
+                self.status.synced.remove(synced)
             self.status.quarantined = response.quarantined
             self.status.decision = stored_decision(response)
             if not response.known:

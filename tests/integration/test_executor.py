@@ -664,28 +664,35 @@ async def test_hooks_run_from_a_heartbeat_are_reported_until_recorded() -> None:
     synced = controller_pb2.SyncedQuarantine(
         quarantined=True, hook_results=["10-drain: exit 3: scheduler down"], reason="disk"
     )
+    released = controller_pb2.SyncedQuarantine(quarantined=False, hook_results=["20-up: ok"])
     sleeps: list[float] = []
     registrar: Registrar
 
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
         if len(sleeps) == 1:
-            registrar.status.synced = synced  # the sync loop applied a change
+            registrar.status.report_synced(synced)  # the sync loop applied a change
             script.slow = {"c1"}
         if len(sleeps) == 2:
             script.slow = set()  # answered, but the event store failed: kept
+            registrar.status.report_synced(released)  # released before it was recorded
         if len(sleeps) == 3:
             script.records_synced = True
-        if len(sleeps) >= 5:
+        if len(sleeps) >= 6:
             raise asyncio.CancelledError
 
     registrar = scripted_registrar(["c1"], script.connect, fake_sleep)
     with pytest.raises(asyncio.CancelledError):
         await registrar.run()
-    carried = [h.HasField("synced_quarantine") for h in script.heartbeats]
-    assert carried == [False, True, True, True, False]
+    sent = [
+        (h.synced_quarantine.quarantined if h.HasField("synced_quarantine") else None)
+        for h in script.heartbeats
+    ]
+    # Both reports, oldest first, each until recorded; then none.
+    assert sent == [None, True, True, True, False, None]
     assert script.heartbeats[1].synced_quarantine == synced
-    assert registrar.status.synced is None
+    assert script.heartbeats[4].synced_quarantine == released
+    assert registrar.status.synced == []
 
 
 async def test_single_controller_heartbeat_failures_retry_without_registering_again() -> None:

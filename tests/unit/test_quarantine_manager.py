@@ -4,6 +4,8 @@ over an automatic quarantine) and hook results recorded in events and history.""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from types import SimpleNamespace
 from typing import Any, cast
@@ -16,7 +18,7 @@ from novaops.controller.context import ControllerContext
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
 from novaops.controller.operations import QuarantineServicer
-from novaops.controller.quarantine import HistoryDetails, QuarantineManager
+from novaops.controller.quarantine import HistoryDetails, QuarantineManager, record_synced_hooks
 from novaops.controller.store.base import (
     ANY_RECORD,
     ExpectedRecord,
@@ -127,6 +129,67 @@ async def test_node_not_reached_leaves_hooks_pending() -> None:
     assert HistoryDetails.decode((await cluster.store.get_history("n1"))[0].details).hooks == (
         "pending"
     )
+
+
+async def test_a_heartbeat_report_that_beats_the_pending_note_is_kept() -> None:
+    """The node cannot be reached inbound but heartbeats: it applies the change and
+    reports its hooks while the leader still waits on ApplyQuarantine. The entry
+    gets the node's outcome, and the leader's late "pending" does not undo it."""
+    cluster = await make_cluster(2)
+    reported: list[bool] = []
+
+    async def unreachable_after_the_report(*args: object, **kwargs: object) -> None:
+        (entry,) = await cluster.store.get_history("n1")
+        parsed = common_pb2.QuarantineHistoryEntry()
+        parsed.ParseFromString(entry.payload)
+        synced = controller_pb2.SyncedQuarantine(quarantined=True, reason="disk")
+        synced.hook_results.append("10-drain: exit 3: drain API down")
+        synced.since.FromSeconds(parsed.at.seconds)
+        assert cluster.term is not None
+        reported.append(
+            await record_synced_hooks(cluster.events, "n1", synced, cluster.store, cluster.term)
+        )
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+
+    stub = FakeStub(cluster.executors.node("n1"))
+    stub.ApplyQuarantine = unreachable_after_the_report  # type: ignore[assignment, method-assign]
+    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+    await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
+    assert reported == [True]
+    (entry,) = await cluster.store.get_history("n1")
+    details = HistoryDetails.decode(entry.details)
+    assert details.hooks == "failed"
+    assert details.hook_results == ("10-drain: exit 3: drain API down",)
+    (quarantine,) = await cluster.events_of("quarantine")
+    (synced_event,) = await cluster.events_of("quarantine.synced")
+    assert quarantine.id in details.event_ids and synced_event.id in details.event_ids
+
+
+async def test_a_late_report_annotates_the_change_it_belongs_to() -> None:
+    """Q1 (not reached), U1, Q2 (not reached): a report of Q1 still being retried
+    lands in Q1's entry, not in the latest quarantine's."""
+    cluster = await make_cluster(2)
+
+    async def unreachable(*args: object, **kwargs: object) -> None:
+        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+
+    stub = FakeStub(cluster.executors.node("n1"))
+    stub.ApplyQuarantine = unreachable  # type: ignore[assignment, method-assign]
+    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+    await cluster.quarantines.quarantine("n1", "first", "operator:bob")
+    await cluster.quarantines.unquarantine("n1", "done", "operator:bob", force=True)
+    first = (await cluster.store.get_history("n1"))[0]
+    first_at = common_pb2.QuarantineHistoryEntry()
+    first_at.ParseFromString(first.payload)
+    # The second quarantine starts in a later second than the first (wall time).
+    await asyncio.sleep(max(0.0, first_at.at.seconds + 1 - time.time()))
+    await cluster.quarantines.quarantine("n1", "second", "operator:bob")
+    synced = controller_pb2.SyncedQuarantine(quarantined=True, hook_results=["10-drain: ok"])
+    synced.since.FromSeconds(first_at.at.seconds)
+    assert cluster.term is not None
+    assert await record_synced_hooks(cluster.events, "n1", synced, cluster.store, cluster.term)
+    hooks = [HistoryDetails.decode(e.details).hooks for e in await cluster.store.get_history("n1")]
+    assert hooks == ["ok", "pending", "pending"]
 
 
 class RacingStore(MemoryStore):

@@ -83,21 +83,24 @@ class HeartbeatRequest(_message.Message):
     ) -> None: ...
 
 class SyncedQuarantine(_message.Message):
-    __slots__ = ("quarantined", "hook_results", "applied_at", "reason")
+    __slots__ = ("quarantined", "hook_results", "applied_at", "reason", "since")
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
     HOOK_RESULTS_FIELD_NUMBER: _ClassVar[int]
     APPLIED_AT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     quarantined: bool
     hook_results: _containers.RepeatedScalarFieldContainer[str]
     applied_at: _timestamp_pb2.Timestamp
     reason: str
+    since: _timestamp_pb2.Timestamp
     def __init__(
         self,
         quarantined: _Optional[bool] = ...,
         hook_results: _Optional[_Iterable[str]] = ...,
         applied_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
         reason: _Optional[str] = ...,
+        since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
     ) -> None: ...
 
 class HeartbeatResponse(_message.Message):
