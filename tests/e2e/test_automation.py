@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import shutil
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from .conftest import DevCluster, wait_for
-from .test_quarantine_drills import chattr, stale_lock
+from .test_quarantine_drills import chattr
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -57,10 +58,20 @@ class ImmutableLocks:
         self.paths: list[Path] = []
 
     def add(self, cluster: DevCluster, node: str) -> Path:
-        lock = stale_lock(cluster, node, "immutable.lock")
-        assert chattr("+i", lock), "chattr +i failed"
-        self.paths.append(lock)
-        return lock
+        # Owned by a live process until it is immutable: a stale lock written
+        # first could be removed by the automation (busy with the simulated
+        # nodes' own stale locks) before chattr got to it.
+        lock = cluster.node_dir(node) / "root/var/lib/libvirt/qemu/immutable.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        owner = subprocess.Popen(["sleep", "60"])
+        try:
+            lock.write_text(f"{owner.pid}\n")
+            assert chattr("+i", lock), "chattr +i failed"
+            self.paths.append(lock)
+        finally:
+            owner.kill()
+            owner.wait()
+        return lock  # stale now: its owner is gone
 
     def release(self, lock: Path) -> None:
         chattr("-i", lock)
