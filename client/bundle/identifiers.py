@@ -52,6 +52,7 @@ from novaops.client.bundle.known_names import (
     _trie,
     _trie_source,
 )
+from novaops.client.bundle.runs import RunStart, first_octet_length
 
 # Pseudonym shapes. The executor renders pseudonyms inside these ranges and the
 # detectors treat anything inside them as already redacted. Each range is
@@ -312,8 +313,6 @@ _OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 _DOT_GATE_RE = re.compile(
     rf"\.(?:(?P<v4>{_OCTET}\.{_OCTET}\.{_OCTET}(?![\w]|\.\d))|(?={_TLD_TRIE}(?![\w-]|\.[a-z0-9])))"
 )
-_FIRST_OCTETS = frozenset(str(n) for n in range(256))
-_NOT_BEFORE_IPV4 = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.")
 # For the MAC and IPv6 searches: hex digits and colons -> "h", dashes kept,
 # anything else a space. Runs of "h" are then the runs of hex digits and
 # colons an address is made of, and a MAC written with dashes is _DASHED_MAC.
@@ -337,62 +336,10 @@ _SSH_HINTS = ("accepted ", "failed ")
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.-"
 _IPV6_CHARS = "0123456789abcdef:"
 _LOCAL_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._%+-"
-_DIGIT_CHARS = "0123456789"
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 _ADDRESS_CHARS = frozenset("0123456789abcdef:.")
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", re.ASCII)
 # ASCII characters a known name may follow (the complement of [\w./-]), all made spaces.
-
-
-def _first_octet_length(head: str) -> int:
-    """Length of the first octet of an IPv4 address whose first dot follows head, or 0.
-
-    head: up to 4 characters before the dot (fewer at the start of the text).
-    The octet is all the digits there, 0-255 without a leading zero, and the
-    character before it may not be a word character or a dot.
-    """
-    length = len(head) - len(head.rstrip(_DIGIT_CHARS))
-    if head[len(head) - length :] not in _FIRST_OCTETS:
-        return 0
-    if length < len(head) and head[-length - 1] in _NOT_BEFORE_IPV4:
-        return 0
-    return length
-
-
-class _RunStart:
-    """Where the run of some characters that ends at a position starts, for rising positions.
-
-    The last ``window`` characters are stripped in C; a longer run is walked
-    back one character at a time, but never past the previous position asked
-    about (its answer is reused), so a scan stays linear in the text.
-    """
-
-    __slots__ = ("chars", "last_end", "last_start", "members", "window")
-
-    def __init__(self, chars: str, window: int) -> None:
-        self.chars = chars
-        self.members = frozenset(chars)
-        self.window = window
-        self.last_end = self.last_start = -1
-
-    def before(self, low: str, end: int) -> int:
-        """The start of the run of chars that ends at end (end itself when there is none)."""
-        floor = end - self.window
-        if floor <= 0:
-            start = len(low[:end].rstrip(self.chars))
-        elif kept := low[floor:end].rstrip(self.chars):
-            start = floor + len(kept)
-        elif self.last_end >= floor:
-            start = self.last_start  # the same run as last time
-        else:
-            start = floor
-            while start and low[start - 1] in self.members:
-                start -= 1
-                if start == self.last_end:
-                    start = self.last_start
-                    break
-        self.last_end, self.last_start = end, start
-        return start
 
 
 class IdentifierDetector:
@@ -663,7 +610,7 @@ class IdentifierDetector:
 
     def _emails(self, text: str, low: str, spans: list[_Span]) -> None:
         """E-mail addresses, from each "@" (found with memchr)."""
-        local = _RunStart(_LOCAL_CHARS, 64)
+        local = RunStart(_LOCAL_CHARS, 64)
         tried = -1
         at = low.find("@")
         while at >= 0:
@@ -679,7 +626,7 @@ class IdentifierDetector:
     def _dotted(self, text: str, low: str, spans: list[_Span]) -> None:
         """IPv4 addresses and dotted names, from the "." gate."""
         append = spans.append
-        names = _RunStart(_NAME_CHARS, 64)
+        names = RunStart(_NAME_CHARS, 64)
         octets = self._first_octets
         tried = -1
         for gate in _DOT_GATE_RE.finditer(low):
@@ -690,7 +637,7 @@ class IdentifierDetector:
                 if length is None:
                     if len(octets) > _CACHE_LIMIT:
                         octets.clear()
-                    length = octets[head] = _first_octet_length(head)
+                    length = octets[head] = first_octet_length(head)
                 if length:
                     start = dot - length
                     append((start, -end, _F_IPV4, text[start:end]))
@@ -716,7 +663,7 @@ class IdentifierDetector:
         append = spans.append
         v6_starts: set[int] = set()
         mac_starts: list[int] = []
-        hex_colons = _RunStart(_IPV6_CHARS, 64)
+        hex_colons = RunStart(_IPV6_CHARS, 64)
         for double in _DOUBLE_COLON_RE.finditer(low):
             v6_starts.add(hex_colons.before(low, double.start()))
         runs = ascii_low.translate(_HEX_TO_H)

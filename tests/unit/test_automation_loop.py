@@ -44,7 +44,14 @@ from novaops.pki.identity import Identity, Role
 from novaops.pki.issue import CertificateAuthority
 from novaops.v1 import common_pb2, controller_pb2
 
-from .controller_fakes import Aborted, FakeContext, FakeExecutors, FakeRpcError, locks_check
+from .controller_fakes import (
+    Aborted,
+    FakeContext,
+    FakeExecutors,
+    FakeNode,
+    FakeRpcError,
+    locks_check,
+)
 
 AUTO = common_pb2.QUARANTINE_SOURCE_AUTO
 MANUAL = common_pb2.QUARANTINE_SOURCE_MANUAL
@@ -133,6 +140,19 @@ async def make_cluster(
     return harness
 
 
+async def hanging_recovery(harness: Harness, node: str = "n1") -> tuple[FakeNode, asyncio.Event]:
+    """node fails its locks check; two turns start a recovery that then hangs on
+    the node, the call already there, until the returned gate is set."""
+    fake = harness.executors.node(node)
+    fake.checks = [locks_check(node)]
+    fake.recover_gate = gate = asyncio.Event()
+    await harness.turn()
+    await harness.automation.step()
+    for _ in range(3):
+        await asyncio.sleep(0)  # let the task reach the node
+    return fake, gate
+
+
 async def quarantined(harness: Harness, node: str) -> bool:
     return await harness.record(node) is not None
 
@@ -215,13 +235,7 @@ async def test_recovery_that_raises_is_reported_failed(failure: str) -> None:
 
 async def test_recovery_of_a_lost_term_is_cancelled_and_not_reported() -> None:
     cluster = await make_cluster(3)
-    n1 = cluster.executors.node("n1")
-    n1.checks = [locks_check("n1")]
-    n1.recover_gate = asyncio.Event()  # the recovery hangs on the node
-    await cluster.turn()
-    await cluster.automation.step()
-    for _ in range(3):
-        await asyncio.sleep(0)  # let the task reach the node
+    n1, gate = await hanging_recovery(cluster)
     assert len(n1.recover_calls) == 1 and cluster.automation.tasks_in_flight == 1
     term = cluster.term
     assert term is not None
@@ -236,7 +250,7 @@ async def test_recovery_of_a_lost_term_is_cancelled_and_not_reported() -> None:
     kinds = [e.kind for e in await cluster.events.read()]
     assert "recovery.failed" not in kinds and "recovery.succeeded" not in kinds
     # Nothing more happens while not leading.
-    n1.recover_gate.set()
+    gate.set()
     for _ in range(3):
         await cluster.turn()
     assert len(n1.recover_calls) == 1
@@ -426,18 +440,12 @@ async def test_escalation_budget_continues_on_a_new_leader() -> None:
 async def test_recovery_cut_off_by_a_failover_is_judged_by_the_next_poll() -> None:
     first = await make_cluster(3)
     second = Harness(first.store, first.executors, first.automation.config)
-    n1 = first.executors.node("n1")
-    n1.checks = [locks_check("n1")]
-    n1.recover_gate = asyncio.Event()  # hangs until the first term ends
-    await first.turn()
-    await first.automation.step()
-    for _ in range(3):
-        await asyncio.sleep(0)  # the recovery reaches the node
+    n1, gate = await hanging_recovery(first)  # hangs until the first term ends
     assert len(n1.recover_calls) == 1
     assert (await node_memory_stored(first, "n1"))["awaiting_confirmation"] is True
 
     n1.checks = []  # whatever the recovery did, the node passes now
-    n1.recover_gate.set()
+    gate.set()
     await fail_over(first, second)
     await second.turn()
     assert [e.node for e in await second.events_of("node.healthy")] == ["n1"]
@@ -489,17 +497,11 @@ async def test_a_store_that_fails_writes_is_tried_once_per_poll() -> None:
 
 async def test_an_operator_command_mid_term_leaves_a_running_recovery_alone() -> None:
     cluster = await make_cluster(3)
-    n1 = cluster.executors.node("n1")
-    n1.checks = [locks_check("n1")]
-    n1.recover_gate = asyncio.Event()
-    await cluster.turn()
-    await cluster.automation.step()
-    for _ in range(3):
-        await asyncio.sleep(0)  # the recovery reaches the node
+    _, gate = await hanging_recovery(cluster)
     assert cluster.automation.policy.state.node("n1").recovery_in_flight
     await cluster.automation.command("pause", "admin:alice", "maintenance")
     assert cluster.automation.policy.state.node("n1").recovery_in_flight  # not reloaded
-    n1.recover_gate.set()
+    gate.set()
     await cluster.automation.wait_idle()
     assert len(await cluster.events_of("recovery.succeeded")) == 1  # its report counted
 

@@ -113,15 +113,20 @@ async def test_history_rpc_names_the_change_events() -> None:
     assert await cluster.events_of("hook.failed") == []
 
 
+async def _unreachable(*args: object, **kwargs: object) -> None:
+    raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
+
+
+def cut_off_n1(cluster: Cluster, apply: Callable[..., Awaitable[None]] = _unreachable) -> None:
+    """n1's ApplyQuarantine runs apply (by default: fails UNAVAILABLE)."""
+    stub = FakeStub(cluster.executors.node("n1"))
+    stub.ApplyQuarantine = apply  # type: ignore[assignment, method-assign]
+    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+
+
 async def test_node_not_reached_leaves_hooks_pending() -> None:
     cluster = await make_cluster(2)
-
-    async def unreachable(*args: object, **kwargs: object) -> None:
-        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
-
-    stub = FakeStub(cluster.executors.node("n1"))
-    stub.ApplyQuarantine = unreachable  # type: ignore[assignment, method-assign]
-    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+    cut_off_n1(cluster)
     response = await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
     assert "next heartbeat" in response.hook_results[0]
     (quarantine,) = await cluster.events_of("quarantine")
@@ -151,9 +156,7 @@ async def test_a_heartbeat_report_that_beats_the_pending_note_is_kept() -> None:
         )
         raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
 
-    stub = FakeStub(cluster.executors.node("n1"))
-    stub.ApplyQuarantine = unreachable_after_the_report  # type: ignore[assignment, method-assign]
-    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+    cut_off_n1(cluster, unreachable_after_the_report)
     await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
     assert reported == [True]
     (entry,) = await cluster.store.get_history("n1")
@@ -169,13 +172,7 @@ async def test_a_late_report_annotates_the_change_it_belongs_to() -> None:
     """Q1 (not reached), U1, Q2 (not reached): a report of Q1 still being retried
     lands in Q1's entry, not in the latest quarantine's."""
     cluster = await make_cluster(2)
-
-    async def unreachable(*args: object, **kwargs: object) -> None:
-        raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
-
-    stub = FakeStub(cluster.executors.node("n1"))
-    stub.ApplyQuarantine = unreachable  # type: ignore[assignment, method-assign]
-    cluster.executors.stub = lambda address: stub  # type: ignore[method-assign]
+    cut_off_n1(cluster)
     await cluster.quarantines.quarantine("n1", "first", "operator:bob")
     await cluster.quarantines.unquarantine("n1", "done", "operator:bob", force=True)
     first = (await cluster.store.get_history("n1"))[0]
