@@ -25,10 +25,12 @@ details (:class:`HistoryDetails`), and, when any hook failed, in a
 A node that could not be told ("pending") applies the change from its next
 heartbeat response and reports its hooks in a later heartbeat; whichever
 replica receives that report records it (:func:`record_synced_hooks`): a
-``quarantine.synced`` or ``unquarantine.synced`` event with the hook outcome,
-and ``hook.failed`` after it when a hook failed. When that replica leads, the
-change's history entry gets the outcome as well (annotating is fenced by the
-term); on a follower the entry keeps ``pending`` and the events carry it.
+``quarantine.synced`` or ``unquarantine.synced`` event with the hook outcome
+(caused by the change's own event, with its actor, source and since), and
+``hook.failed`` after it when a hook failed. The change's history entry gets the
+outcome too, from leader or follower alike: a compare-and-set on its details
+fills a ``pending`` entry once, and the leader's own ``pending`` note is
+conditional in the same way, so neither overwrites the other.
 """
 
 from __future__ import annotations
@@ -44,7 +46,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
-from novaops.controller.store.base import LeaderTerm, QuarantineConflict, Store, StoreError
+from novaops.controller.store.base import (
+    HistoryEntry,
+    LeaderTerm,
+    QuarantineConflict,
+    Store,
+    StoreError,
+)
 from novaops.v1 import common_pb2, controller_pb2, executor_pb2
 
 log = logging.getLogger(__name__)
@@ -118,23 +126,34 @@ async def record_synced_hooks(
     events: EventLog,
     node: str,
     synced: controller_pb2.SyncedQuarantine,
-    store: Store | None = None,
-    term: LeaderTerm | None = None,
+    store: Store,
 ) -> bool:
     """Record what a node reported about a change it applied from a heartbeat
-    (see the module doc); whether the report's event was stored. With the
-    leader's ``term``, the change's history entry (the latest of that action,
-    while its hooks are still ``pending``) gets the outcome too."""
+    (see the module doc); whether the report's event was stored.
+
+    Any replica may: the events go to the store, and the change's history entry
+    (the one of that action that began at ``since``, to the second) gets the
+    outcome through a compare-and-set on its details, which fills a "pending"
+    entry once and is not fenced (the outcome is the node's fact, no decision)."""
     action = "quarantine" if synced.quarantined else "unquarantine"
     report = hook_report(True, synced.hook_results)
+    since = synced.since.seconds if synced.HasField("since") else None
+    change = await _change_entry(store, node, action, since)
     attributes = {"hooks": report.status, "reason": synced.reason}
     if report.results:
         attributes["hook_results"] = "; ".join(report.results)
+    cause_ids: tuple[str, ...] = ()
+    if change is not None:
+        attributes["actor"] = change.parsed.actor
+        attributes["source"] = SOURCE_NAMES.get(change.parsed.source, "unknown")
+        attributes["since"] = change.parsed.at.ToJsonString()
+        cause_ids = change.details.event_ids[:1]  # the change's own event
     at = synced.applied_at.ToNanoseconds() / 1e9 if synced.HasField("applied_at") else None
     event_id = await events.emit(
         f"{action}.synced",
         node,
         f"{node} applied its {action} from the controller's record; hooks: {report.status}",
+        cause_ids=cause_ids,
         attributes=attributes,
         at=at,
     )
@@ -154,32 +173,52 @@ async def record_synced_hooks(
         )
         if failed_id:
             event_ids.append(failed_id)
-    if store is not None and term is not None:
-        since = synced.since.seconds if synced.HasField("since") else None
-        await _annotate_pending(store, term, node, action, since, report, event_ids)
+    if change is not None:
+        await _fill_pending(store, node, action, since, change, report, event_ids)
     return True
 
 
-async def _annotate_pending(
+@dataclass(frozen=True)
+class _ChangeEntry:
+    entry: HistoryEntry
+    parsed: common_pb2.QuarantineHistoryEntry
+    details: HistoryDetails
+
+
+async def _change_entry(
+    store: Store, node: str, action: str, since: int | None
+) -> _ChangeEntry | None:
+    """The history entry of the change a node reports on: the latest of that
+    action that began at ``since`` (to the second; without it, the latest of that
+    action). None when there is none or the store cannot say (logged)."""
+    try:
+        history = await store.get_history(node)
+    except StoreError as exc:
+        log.warning("could not read %s's history for its synced hook results: %s", node, exc)
+        return None
+    for entry in reversed(history):
+        parsed = common_pb2.QuarantineHistoryEntry()
+        parsed.ParseFromString(entry.payload)
+        if parsed.action == action and (since is None or parsed.at.seconds == since):
+            return _ChangeEntry(entry, parsed, HistoryDetails.decode(entry.details))
+    return None
+
+
+async def _fill_pending(
     store: Store,
-    term: LeaderTerm,
     node: str,
     action: str,
     since: int | None,
+    change: _ChangeEntry,
     report: HookReport,
     event_ids: Sequence[str],
 ) -> None:
-    """The outcome into the history entry of the change the node applied: the
-    entry of that action that began at ``since`` (to the second; without it, the
-    latest of that action), while its hooks are not known yet ("pending", or no
-    details at all: the report beat the leader's own "pending" note)."""
+    """The outcome into the change's history entry while its hooks are not known
+    yet ("pending", or no details at all: the report beat the leader's own
+    "pending" note, which then keeps it); re-read when the details changed."""
     try:
-        for entry in reversed(await store.get_history(node)):
-            parsed = common_pb2.QuarantineHistoryEntry()
-            parsed.ParseFromString(entry.payload)
-            if parsed.action != action or (since is not None and parsed.at.seconds != since):
-                continue
-            details = HistoryDetails.decode(entry.details)
+        for _ in range(CONFLICT_ATTEMPTS):
+            details = change.details
             if details.hooks not in ("", HOOKS_PENDING):
                 return  # the node was told directly, or this was recorded already
             updated = HistoryDetails(
@@ -188,9 +227,15 @@ async def _annotate_pending(
                 event_ids=(*details.event_ids, *event_ids),
                 previous_source=details.previous_source,
             )
-            await store.annotate_history(entry.sequence, updated.encode(), term)
-            return
-    except StoreError as exc:  # FencingError included: the events carry the outcome
+            sequence = change.entry.sequence
+            if await store.fill_history_details(sequence, change.entry.details, updated.encode()):
+                return
+            found = await _change_entry(store, node, action, since)
+            if found is None or found.entry.sequence != sequence:
+                return
+            change = found
+        log.warning("%s's history entry kept changing; its synced hook results are in events", node)
+    except StoreError as exc:
         log.warning("could not record %s's synced hook results in its history: %s", node, exc)
 
 
@@ -346,26 +391,38 @@ class QuarantineManager:
             previous_source=change.previous_source,
         )
         try:
-            if report.status == HOOKS_PENDING:
-                # The node may have applied it from a heartbeat and reported
-                # already (record_synced_hooks): keep that outcome, add our ids.
-                known = await self._details_of(node, sequence)
-                if known is not None and known.hooks not in ("", HOOKS_PENDING):
-                    details = HistoryDetails(
+            if report.status != HOOKS_PENDING:
+                await self.store.annotate_history(sequence, details.encode(), term)
+                return
+            # The node may apply it from a heartbeat and report at any moment,
+            # to any replica (record_synced_hooks): the note is conditional on
+            # what was read, and keeps a reported outcome, adding our ids.
+            for _ in range(CONFLICT_ATTEMPTS):
+                raw = await self._details_of(node, sequence)
+                if raw is None:
+                    return
+                known = HistoryDetails.decode(raw)
+                noted = details
+                if known.hooks not in ("", HOOKS_PENDING):
+                    noted = HistoryDetails(
                         hooks=known.hooks,
                         hook_results=known.hook_results,
                         event_ids=(*event_ids, *known.event_ids),
                         previous_source=change.previous_source,
                     )
-            await self.store.annotate_history(sequence, details.encode(), term)
+                if await self.store.annotate_history(sequence, noted.encode(), term, expected=raw):
+                    return
+            log.warning(
+                "%s's history entry %d kept changing; its details are in events", node, sequence
+            )
         except StoreError as exc:
             # The change itself is stored; only its after-the-fact details are missing.
             log.warning("could not record hook results in %s's history: %s", node, exc)
 
-    async def _details_of(self, node: str, sequence: int) -> HistoryDetails | None:
+    async def _details_of(self, node: str, sequence: int) -> bytes | None:
         for entry in await self.store.get_history(node):
             if entry.sequence == sequence:
-                return HistoryDetails.decode(entry.details)
+                return entry.details
         return None
 
     async def quarantine(

@@ -114,11 +114,7 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
                         response.released.CopyFrom(last)
             if request.HasField("synced_quarantine"):
                 response.synced_quarantine_recorded = await record_synced_hooks(
-                    self.ctx.events,
-                    request.node,
-                    request.synced_quarantine,
-                    self.ctx.store,
-                    self.ctx.elector.term,
+                    self.ctx.events, request.node, request.synced_quarantine, self.ctx.store
                 )
         except StoreError as exc:
             await store_call_failed(context, exc)

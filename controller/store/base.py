@@ -226,12 +226,22 @@ class Store(abc.ABC):
         ``expected`` as for ``put_quarantine``."""
 
     @abc.abstractmethod
-    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+    async def annotate_history(
+        self, sequence: int, details: bytes, fence: LeaderTerm, *, expected: bytes | None = None
+    ) -> bool:
         """Set the ``details`` of history entry ``sequence`` (its payload never changes).
 
-        Raises FencingError when ``fence`` is not the current term, StoreError when
-        there is no such entry.
+        With ``expected``, only while the details are still exactly that (a
+        compare-and-set); returns whether they were set. Raises FencingError when
+        ``fence`` is not the current term, StoreError when there is no such entry.
         """
+
+    @abc.abstractmethod
+    async def fill_history_details(self, sequence: int, expected: bytes, details: bytes) -> bool:
+        """Set the ``details`` of history entry ``sequence`` while they are still
+        ``expected``, from any replica (not fenced): for facts a node reports
+        about a change, which fill an entry once instead of deciding anything.
+        Returns whether they were set; StoreError when there is no such entry."""
 
     @abc.abstractmethod
     async def get_quarantines(self) -> dict[str, bytes]:

@@ -498,18 +498,30 @@ class EmbeddedStore(Store):
 
         return await self._run(op)
 
-    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+    async def annotate_history(
+        self, sequence: int, details: bytes, fence: LeaderTerm, *, expected: bytes | None = None
+    ) -> bool:
         now = self._clock.wall()
 
-        def op(db: sqlite3.Connection) -> None:
+        def op(db: sqlite3.Connection) -> bool:
             self._fence(db, fence, now)
-            cursor = db.execute(
-                "UPDATE history SET details = ? WHERE sequence = ?", (details, sequence)
-            )
-            if cursor.rowcount != 1:
-                raise StoreError(f"embedded store {self._path}: no history entry {sequence}")
+            return self._set_details(db, sequence, details, expected)
 
-        await self._run(op)
+        return await self._run(op)
+
+    async def fill_history_details(self, sequence: int, expected: bytes, details: bytes) -> bool:
+        return await self._run(lambda db: self._set_details(db, sequence, details, expected))
+
+    def _set_details(
+        self, db: sqlite3.Connection, sequence: int, details: bytes, expected: bytes | None
+    ) -> bool:
+        row = db.execute("SELECT details FROM history WHERE sequence = ?", (sequence,)).fetchone()
+        if row is None:
+            raise StoreError(f"embedded store {self._path}: no history entry {sequence}")
+        if expected is not None and bytes(row[0]) != expected:
+            return False
+        db.execute("UPDATE history SET details = ? WHERE sequence = ?", (details, sequence))
+        return True
 
     async def get_quarantines(self) -> dict[str, bytes]:
         def op(db: sqlite3.Connection) -> dict[str, bytes]:

@@ -566,10 +566,17 @@ class EtcdStore(Store):
             check_expected(node, record.value if record else None, expected)
         raise StoreError(f"etcd at {self.endpoint}: history sequence kept changing; retry")
 
-    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
-        await asyncio.to_thread(self._annotate_sync, sequence, details, fence)
+    async def annotate_history(
+        self, sequence: int, details: bytes, fence: LeaderTerm, *, expected: bytes | None = None
+    ) -> bool:
+        return await asyncio.to_thread(self._annotate_sync, sequence, details, fence, expected)
 
-    def _annotate_sync(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+    async def fill_history_details(self, sequence: int, expected: bytes, details: bytes) -> bool:
+        return await asyncio.to_thread(self._annotate_sync, sequence, details, None, expected)
+
+    def _annotate_sync(
+        self, sequence: int, details: bytes, fence: LeaderTerm | None, expected: bytes | None
+    ) -> bool:
         leader_key = self._key("leader")
         history_key = self._key("history", f"{sequence:020d}")
         for _ in range(_APPEND_ATTEMPTS):
@@ -577,17 +584,21 @@ class EtcdStore(Store):
             if found is None:
                 raise StoreError(f"etcd at {self.endpoint}: no history entry {sequence}")
             doc = json.loads(found.value)
+            if expected is not None and base64.b64decode(doc.get("details", "")) != expected:
+                return False
             doc["details"] = _b64(details)
+            compare = [_compare(history_key, "MOD", found.mod_revision)]
+            if fence is not None:
+                compare.append(_compare(leader_key, "CREATE", fence.record.revision))
             response = self._txn(
-                compare=[
-                    _compare(leader_key, "CREATE", fence.record.revision),
-                    _compare(history_key, "MOD", found.mod_revision),
-                ],
+                compare=compare,
                 success=[_put(history_key, json.dumps(doc).encode())],
                 failure=[_range(leader_key)],
             )
             if response.get("succeeded"):
-                return
+                return True
+            if fence is None:
+                continue  # the entry changed since the read: read it again
             leader = _one(response["responses"][0])
             if leader is None or leader.create_revision != fence.record.revision:
                 current = leader.create_revision if leader else None

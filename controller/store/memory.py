@@ -218,13 +218,23 @@ class MemoryStore(Store):
         self._quarantines.pop(node, None)
         return self._append(node, history)
 
-    async def annotate_history(self, sequence: int, details: bytes, fence: LeaderTerm) -> None:
+    async def annotate_history(
+        self, sequence: int, details: bytes, fence: LeaderTerm, *, expected: bytes | None = None
+    ) -> bool:
         self._fence(fence)
+        return self._set_details(sequence, details, expected)
+
+    async def fill_history_details(self, sequence: int, expected: bytes, details: bytes) -> bool:
+        return self._set_details(sequence, details, expected)
+
+    def _set_details(self, sequence: int, details: bytes, expected: bytes | None) -> bool:
         for index, (owner, entry) in enumerate(self._history):
             if entry.sequence == sequence:
+                if expected is not None and entry.details != expected:
+                    return False
                 self._history[index] = (owner, replace(entry, details=details))
                 self._bump()
-                return
+                return True
         raise StoreError(f"memory store: no history entry {sequence}")
 
     async def get_quarantines(self) -> dict[str, bytes]:

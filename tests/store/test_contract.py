@@ -304,6 +304,25 @@ async def test_history_details_are_set_after_the_append(backend: Backend) -> Non
     assert (await peer.get_history())[1].details == b""
 
 
+async def test_history_details_fill_once_from_any_replica(backend: Backend) -> None:
+    store, peer = backend.store, await backend.peer()
+    term = await store.campaign("ctl-0", "a:1", 5)
+    assert term is not None
+    first = await store.put_quarantine("node-1", b"q", b"hist-in", term)
+    # The leader's note is conditional too: it never overwrites what is there.
+    assert await store.annotate_history(first, b"pending", term, expected=b"")
+    assert not await store.annotate_history(first, b"other", term, expected=b"")
+    # Any replica (the peer holds no term) fills what it expects, once.
+    assert await peer.fill_history_details(first, b"pending", b"hooks: ok")
+    assert not await peer.fill_history_details(first, b"pending", b"hooks: failed")
+    assert await store.get_history("node-1") == [HistoryEntry(first, b"hist-in", b"hooks: ok")]
+    with pytest.raises(StoreError, match="no history entry"):
+        await peer.fill_history_details(first + 1000, b"", b"x")
+    await store.resign(term)  # no leader at all: filling is not fenced
+    assert await peer.fill_history_details(first, b"hooks: ok", b"hooks: none")
+    assert (await store.get_history("node-1"))[0].details == b"hooks: none"
+
+
 # -- events and settings ----------------------------------------------------------
 
 

@@ -151,9 +151,7 @@ async def test_a_heartbeat_report_that_beats_the_pending_note_is_kept() -> None:
         synced.hook_results.append("10-drain: exit 3: drain API down")
         synced.since.FromSeconds(parsed.at.seconds)
         assert cluster.term is not None
-        reported.append(
-            await record_synced_hooks(cluster.events, "n1", synced, cluster.store, cluster.term)
-        )
+        reported.append(await record_synced_hooks(cluster.events, "n1", synced, cluster.store))
         raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
 
     cut_off_n1(cluster, unreachable_after_the_report)
@@ -184,9 +182,71 @@ async def test_a_late_report_annotates_the_change_it_belongs_to() -> None:
     synced = controller_pb2.SyncedQuarantine(quarantined=True, hook_results=["10-drain: ok"])
     synced.since.FromSeconds(first_at.at.seconds)
     assert cluster.term is not None
-    assert await record_synced_hooks(cluster.events, "n1", synced, cluster.store, cluster.term)
+    assert await record_synced_hooks(cluster.events, "n1", synced, cluster.store)
     hooks = [HistoryDetails.decode(e.details).hooks for e in await cluster.store.get_history("n1")]
     assert hooks == ["ok", "pending", "pending"]
+
+
+async def test_a_report_to_a_follower_fills_the_history_and_links_the_change() -> None:
+    """The node heartbeats a follower: that replica holds no term, yet the
+    change's entry gets the outcome (a compare-and-set, not a fenced write), and
+    the synced event points at the change's own event and names who made it."""
+    cluster = await make_cluster(2)
+    cut_off_n1(cluster)
+    await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
+    (entry,) = await cluster.store.get_history("n1")
+    parsed = common_pb2.QuarantineHistoryEntry()
+    parsed.ParseFromString(entry.payload)
+    assert cluster.term is not None
+    await cluster.store.resign(cluster.term)  # no replica leads now
+    synced = controller_pb2.SyncedQuarantine(quarantined=True, reason="disk")
+    synced.hook_results.extend(["10-drain: ok", "20-notify: exit 1: smtp down"])
+    synced.since.FromSeconds(parsed.at.seconds)
+    follower_events = EventLog(cluster.store)
+    assert await record_synced_hooks(follower_events, "n1", synced, cluster.store)
+    (quarantine,) = await cluster.events_of("quarantine")
+    (report,) = await cluster.events_of("quarantine.synced")
+    assert list(report.cause_ids) == [quarantine.id]
+    assert report.attributes["actor"] == "operator:bob"
+    assert report.attributes["source"] == "manual"
+    assert report.attributes["since"] == parsed.at.ToJsonString()
+    (failed,) = await cluster.events_of("hook.failed")
+    details = HistoryDetails.decode((await cluster.store.get_history("n1"))[0].details)
+    assert details.hooks == "failed"
+    assert details.hook_results == ("10-drain: ok", "20-notify: exit 1: smtp down")
+    assert details.event_ids == (quarantine.id, report.id, failed.id)
+    # Delivered again (the answer was lost): events repeat, the entry does not change.
+    assert await record_synced_hooks(follower_events, "n1", synced, cluster.store)
+    assert HistoryDetails.decode((await cluster.store.get_history("n1"))[0].details) == details
+
+
+class ReportBetweenReadAndNote(MemoryStore):
+    """A follower's fill lands between the leader's read of the details and its note."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.report: bytes | None = None
+
+    async def annotate_history(
+        self, sequence: int, details: bytes, fence: LeaderTerm, *, expected: bytes | None = None
+    ) -> bool:
+        if self.report is not None and expected is not None:
+            report, self.report = self.report, None
+            assert await self.fill_history_details(sequence, expected, report)
+        return await super().annotate_history(sequence, details, fence, expected=expected)
+
+
+async def test_the_pending_note_never_overwrites_a_report_that_lands_meanwhile() -> None:
+    store = ReportBetweenReadAndNote(FakeClock())
+    cluster = await make_cluster(2, store)
+    cut_off_n1(cluster)
+    store.report = HistoryDetails(hooks="ok", hook_results=("10-drain: ok",)).encode()
+    await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
+    details = HistoryDetails.decode((await store.get_history("n1"))[0].details)
+    assert details.hooks == "ok"
+    assert details.hook_results == ("10-drain: ok",)
+    (quarantine,) = await cluster.events_of("quarantine")
+    assert quarantine.id in details.event_ids  # the leader's ids were added to it
 
 
 class RacingStore(MemoryStore):
