@@ -65,6 +65,10 @@ HEARTBEAT_HEALTH_TIMEOUT_SECONDS = 1.0
 SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
+# Synced-quarantine reports not yet recorded by a controller (RegistrationStatus).
+SYNCED_REPORTS_FILE = "synced-reports.json"
+
+
 class StartupError(Exception):
     """The executor cannot start; the message is one line for the operator."""
 
@@ -207,7 +211,7 @@ class Executor:
                 synced.applied_at.GetCurrentTime()
                 with contextlib.suppress(ValueError):  # no record came: since stays unset
                     synced.since.FromDatetime(dt.datetime.fromisoformat(state.since))
-                self.registrar.status.report_synced(synced)  # the next heartbeats carry it
+                await self.registrar.status.report_synced(synced)  # the next heartbeats carry it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_watch.wait(), QUARANTINE_SYNC_SECONDS)
 
@@ -226,6 +230,7 @@ class Executor:
             raise StartupError(
                 f"cannot create state_dir {self.config.state_dir}: {exc.strerror}"
             ) from None
+        self.registrar.status.restore_synced(self.config.state_dir / SYNCED_REPORTS_FILE)
         if self.config.tls.insecure:
             log.warning(
                 "INSECURE: serving without TLS and without caller checks on %s "

@@ -260,7 +260,7 @@ class NodeQuarantine:
     def _save(self, state: QuarantineState) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         doc = {"version": _FORMAT_VERSION, "node": self.node, **asdict(state)}
-        _write_atomic(self.state_dir / STATE_FILE, json.dumps(doc, indent=2).encode() + b"\n")
+        write_atomic(self.state_dir / STATE_FILE, json.dumps(doc, indent=2).encode() + b"\n")
         self._sync_flag(state)
         self._state = state
 
@@ -268,7 +268,7 @@ class NodeQuarantine:
         flag = self.state_dir / FLAG_FILE
         if state.quarantined and not flag.exists():
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            _write_atomic(flag, f"{state.reason}\n".encode())
+            write_atomic(flag, f"{state.reason}\n".encode())
         elif not state.quarantined:
             flag.unlink(missing_ok=True)
 
@@ -392,7 +392,8 @@ def _state_from_json(doc: Any) -> QuarantineState:
     return state
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
+def write_atomic(path: Path, data: bytes) -> None:
+    """data into path (mode 0600): temp file, fsync, rename, fsync of the folder."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
     try:

@@ -20,21 +20,26 @@ loop runs under fakes in tests.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import dataclasses
 import datetime as dt
+import json
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from novaops.client.config import TLSFiles
 from novaops.client.tls import secure_aio_channel
 from novaops.executor.health import HealthVerdict
-from novaops.executor.quarantine import StoredDecision
+from novaops.executor.quarantine import StoredDecision, write_atomic
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -200,12 +205,64 @@ class RegistrationStatus:
     # Quarantine changes applied from heartbeat responses, with their hook lines,
     # oldest first: the oldest goes with every heartbeat until a controller says
     # it recorded it, then the next (bounded: the oldest are dropped past 16).
+    # They are kept in ``journal`` (see restore_synced) so a restart loses none.
     synced: list[controller_pb2.SyncedQuarantine] = field(default_factory=list)
+    journal: Path | None = None
 
-    def report_synced(self, report: controller_pb2.SyncedQuarantine) -> None:
+    _saving: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+
+    async def report_synced(self, report: controller_pb2.SyncedQuarantine) -> None:
         """Queue a report for the next heartbeats."""
         self.synced.append(report)
         del self.synced[:-MAX_SYNCED_REPORTS]
+        await self._save_synced()
+
+    async def synced_recorded(self, report: controller_pb2.SyncedQuarantine) -> None:
+        """A controller recorded the report: the next one goes out."""
+        if report in self.synced:
+            self.synced.remove(report)
+            await self._save_synced()
+
+    def restore_synced(self, journal: Path) -> None:
+        """Keep the queue in ``journal`` from now on, and take up the reports a
+        previous run left there (a file that cannot be read is set aside as
+        ``NAME.bad`` with a warning: a report is not worth refusing to start)."""
+        self.journal = journal
+        try:
+            doc = json.loads(journal.read_bytes())
+            reports = []
+            for encoded in doc["reports"]:
+                report = controller_pb2.SyncedQuarantine()
+                report.ParseFromString(base64.b64decode(encoded, validate=True))
+                reports.append(report)
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, TypeError, DecodeError) as exc:
+            log.warning(
+                "unreadable synced-quarantine reports in %s (%s); set aside as %s.bad",
+                journal,
+                exc,
+                journal.name,
+            )
+            with contextlib.suppress(OSError):
+                journal.replace(journal.with_name(journal.name + ".bad"))
+            return
+        self.synced[:0] = reports
+        del self.synced[:-MAX_SYNCED_REPORTS]
+        if self.synced:
+            log.info("%d synced-quarantine reports from the last run to send", len(self.synced))
+
+    async def _save_synced(self) -> None:
+        journal = self.journal
+        if journal is None:
+            return
+        async with self._saving:  # one write at a time, so the newest lands last
+            reports = [base64.b64encode(r.SerializeToString()).decode() for r in self.synced]
+            data = json.dumps({"reports": reports}).encode()
+            try:
+                await asyncio.to_thread(write_atomic, journal, data)
+            except OSError as exc:  # the queue in memory still holds them
+                log.warning("could not keep synced-quarantine reports in %s: %s", journal, exc)
 
 
 @dataclass
@@ -339,8 +396,8 @@ class Registrar:
                 continue
             self.status.registered = True
             self.status.heartbeats_sent += 1
-            if response.synced_quarantine_recorded and synced in self.status.synced:
-                self.status.synced.remove(synced)
+            if response.synced_quarantine_recorded and synced is not None:
+                await self.status.synced_recorded(synced)
             self.status.quarantined = response.quarantined
             self.status.decision = stored_decision(response)
             if not response.known:

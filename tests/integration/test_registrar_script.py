@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from novaops.executor.registration import (
     Backoff,
     ControllerLink,
     Registrar,
+    RegistrationStatus,
     next_controller_index,
 )
 from novaops.v1 import common_pb2, controller_pb2
@@ -151,11 +153,11 @@ async def test_hooks_run_from_a_heartbeat_are_reported_until_recorded() -> None:
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
         if len(sleeps) == 1:
-            registrar.status.report_synced(synced)  # the sync loop applied a change
+            await registrar.status.report_synced(synced)  # the sync loop applied a change
             script.slow = {"c1"}
         if len(sleeps) == 2:
             script.slow = set()  # answered, but the event store failed: kept
-            registrar.status.report_synced(released)  # released before it was recorded
+            await registrar.status.report_synced(released)  # released before it was recorded
         if len(sleeps) == 3:
             script.records_synced = True
         if len(sleeps) >= 6:
@@ -232,3 +234,50 @@ def test_backoff_and_failover_order_are_pure() -> None:
     assert [backoff.delay(n, 0.0) for n in (1, 2, 3, 4, 5, 6)] == [0.2, 0.4, 0.8, 1.6, 3.0, 3.0]
     assert backoff.delay(6, 0.999) >= 1.5  # jitter takes at most half away
     assert [next_controller_index(i, 3) for i in range(3)] == [1, 2, 0]
+
+
+async def test_reports_not_yet_recorded_survive_a_restart(tmp_path: Path) -> None:
+    """The queue is kept in the state dir: an executor stopped before a controller
+    recorded its reports sends them after it starts again, oldest first."""
+    journal = tmp_path / "synced-reports.json"
+    first = RegistrationStatus()
+    first.restore_synced(journal)  # no file yet: nothing to take up
+    synced = controller_pb2.SyncedQuarantine(quarantined=True, hook_results=["10-drain: ok"])
+    synced.since.FromSeconds(1_700_000_000)
+    released = controller_pb2.SyncedQuarantine(quarantined=False, reason="fixed")
+    await first.report_synced(synced)
+    await first.report_synced(released)
+
+    script = LinkScript(reachable={"c1"})
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) >= 3:
+            raise asyncio.CancelledError
+
+    restarted = RegistrationStatus()
+    restarted.restore_synced(journal)
+    assert restarted.synced == [synced, released]
+    registrar = scripted_registrar(["c1"], script.connect, fake_sleep, status=restarted)
+    with pytest.raises(asyncio.CancelledError):
+        await registrar.run()
+    sent = [
+        h.synced_quarantine if h.HasField("synced_quarantine") else None for h in script.heartbeats
+    ]
+    assert sent == [synced, released, None]
+    again = RegistrationStatus()
+    again.restore_synced(journal)
+    assert again.synced == []  # recorded ones are gone from the file too
+
+
+async def test_an_unreadable_journal_is_set_aside(tmp_path: Path) -> None:
+    journal = tmp_path / "synced-reports.json"
+    journal.write_text('{"reports": ["not base64!"]}')
+    status = RegistrationStatus()
+    status.restore_synced(journal)
+    assert status.synced == []
+    assert (tmp_path / "synced-reports.json.bad").exists()
+    assert not journal.exists()
+    await status.report_synced(controller_pb2.SyncedQuarantine(quarantined=True))
+    assert journal.exists()  # the journal starts afresh
