@@ -339,7 +339,6 @@ _LOCAL_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._%+-"
 _NON_ASCII_RE = re.compile(r"[^\x00-\x7f]")
 _ADDRESS_CHARS = frozenset("0123456789abcdef:.")
 _PLAIN_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", re.ASCII)
-# ASCII characters a known name may follow (the complement of [\w./-]), all made spaces.
 
 
 class IdentifierDetector:
