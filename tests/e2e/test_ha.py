@@ -146,3 +146,63 @@ def test_leadership_hand_over(
     assert "leader.transfer" in [e["kind"] for e in found]
     changes = [e for e in found if e["kind"] == "leader.changed"]
     assert [e["attributes"]["leader"] for e in changes][-2:] == ["ctl-0", "ctl-1"]
+
+
+def test_a_follower_takes_the_hook_report_into_the_history(
+    cluster_factory: Callable[..., DevCluster], replicas: list[Replica], tmp_path: Path
+) -> None:
+    """The node heartbeats a follower only. The leader quarantines it while it is
+    frozen ("pending"); the node applies it from the follower's heartbeat answer,
+    reports its hooks there, and the history entry gets them, not "pending"."""
+    cluster = cluster_factory(1, "--store", "etcd", "--no-automation", "--no-faults")
+    wait_for(lambda: cluster.json("node", "list")[0]["state"] == "up", 30, "node up")
+    config, address = second_controller(cluster, "ctl-1", tmp_path)
+    replicas.append(Replica(config))
+    node_config = cluster.node_dir("node-1") / "executor.toml"
+    os.kill(cluster.pid("node-1"), signal.SIGTERM)
+    text = re.sub(
+        r"controllers = \[[^\]]*\]", f'controllers = ["{address}"]', node_config.read_text()
+    )
+    node_config.write_text(text)
+    hooks = cluster.node_dir("node-1") / "state/hooks/quarantine.d"
+    hooks.mkdir(parents=True, exist_ok=True)
+    (hooks / "10-mark").write_text("#!/bin/sh\nexit 0\n")
+    (hooks / "10-mark").chmod(0o755)
+    executor = subprocess.Popen(
+        [sys.executable, "-m", "novaops.executor", "--config", str(node_config)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=cluster.node_dir("node-1"),
+    )
+    try:
+        log = cluster.state_dir / "logs" / "node-1.log"
+
+        def via_follower() -> bool:
+            return "registered node node-1 with controller ctl-1" in log.read_text()
+
+        wait_for(via_follower, 30, "node-1 registered through ctl-1")
+        assert cluster.json("leader", "status")["name"] == "ctl-0"
+        os.kill(executor.pid, signal.SIGSTOP)
+        try:
+            done = cluster.json("quarantine", "node-1", "--reason", "frozen")
+        finally:
+            os.kill(executor.pid, signal.SIGCONT)
+        assert any("next heartbeat" in line for line in done["hook_results"])
+
+        def filled() -> dict[str, object] | None:
+            entry: dict[str, object] = cluster.json("quarantine", "history", "node-1")[-1]
+            return entry if entry["hooks"] != "pending" else None
+
+        entry = wait_for(filled, 30, "the follower to record the node's hook report")
+        assert entry["hooks"] == "ok"
+        assert entry["hook_results"] == ["10-mark: ok"]
+        (report,) = cluster.json("events", "--kind", "quarantine.synced")
+        assert report["cause_ids"] == entry["event_ids"][:1]
+        assert report["attributes"]["actor"] == "admin:admin"
+    finally:
+        executor.terminate()
+        try:
+            executor.wait(15)
+        except subprocess.TimeoutExpired:
+            executor.kill()
+            executor.wait()

@@ -228,10 +228,13 @@ def test_a_node_that_missed_its_quarantine_applies_it_from_heartbeats(
     failed = [e for e in drills.json("events", "--kind", "hook.failed") if e["node"] == node]
     assert failed and failed[-1]["cause_ids"] == [report["id"]]
     assert "30-late-drain" in failed[-1]["message"]
-    # The leader took the heartbeat: the history entry says it too, not "pending".
+    # The history entry says it too, not "pending"; the report points at the change.
     history = drills.json("quarantine", "history", node)
     assert history[-1]["action"] == "quarantine" and history[-1]["hooks"] == "failed"
     assert history[-1]["event_ids"][-2:] == [report["id"], failed[-1]["id"]]
+    assert report["cause_ids"] == history[-1]["event_ids"][:1]  # the quarantine event
+    assert report["attributes"]["actor"] == "admin:admin"
+    assert report["attributes"]["source"] == "manual"
     failing.unlink()
     hook.unlink()
     released = drills.json("unquarantine", node, "--reason", "thawed", "--force")
