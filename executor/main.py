@@ -211,7 +211,7 @@ class Executor:
                 synced.applied_at.GetCurrentTime()
                 with contextlib.suppress(ValueError):  # no record came: since stays unset
                     synced.since.FromDatetime(dt.datetime.fromisoformat(state.since))
-                await self.registrar.status.report_synced(synced)  # the next heartbeats carry it
+                self.registrar.status.report_synced(synced)  # the next heartbeats carry it
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop_watch.wait(), QUARANTINE_SYNC_SECONDS)
 

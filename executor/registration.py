@@ -209,19 +209,25 @@ class RegistrationStatus:
     synced: list[controller_pb2.SyncedQuarantine] = field(default_factory=list)
     journal: Path | None = None
 
-    _saving: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False, compare=False)
+    _writer: asyncio.Task[None] | None = field(default=None, repr=False, compare=False)
+    _unsaved: bool = field(default=False, repr=False, compare=False)
 
-    async def report_synced(self, report: controller_pb2.SyncedQuarantine) -> None:
+    def report_synced(self, report: controller_pb2.SyncedQuarantine) -> None:
         """Queue a report for the next heartbeats."""
         self.synced.append(report)
         del self.synced[:-MAX_SYNCED_REPORTS]
-        await self._save_synced()
+        self._save_later()
 
-    async def synced_recorded(self, report: controller_pb2.SyncedQuarantine) -> None:
+    def synced_recorded(self, report: controller_pb2.SyncedQuarantine) -> None:
         """A controller recorded the report: the next one goes out."""
         if report in self.synced:
             self.synced.remove(report)
-            await self._save_synced()
+            self._save_later()
+
+    async def flush_synced(self) -> None:
+        """Wait until the journal holds the queue as it is now."""
+        while self._writer is not None and not self._writer.done():
+            await asyncio.shield(self._writer)
 
     def restore_synced(self, journal: Path) -> None:
         """Keep the queue in ``journal`` from now on, and take up the reports a
@@ -252,11 +258,21 @@ class RegistrationStatus:
         if self.synced:
             log.info("%d synced-quarantine reports from the last run to send", len(self.synced))
 
-    async def _save_synced(self) -> None:
-        journal = self.journal
-        if journal is None:
+    def _save_later(self) -> None:
+        """Have the journal follow the queue, without waiting for the disk here: the
+        heartbeat loop calls this, and a stuck state_dir must not stop heartbeats.
+        One writer at a time; changes made while it writes are written after."""
+        if self.journal is None:
             return
-        async with self._saving:  # one write at a time, so the newest lands last
+        self._unsaved = True
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(
+                self._write_journal(self.journal), name="synced-reports-journal"
+            )
+
+    async def _write_journal(self, journal: Path) -> None:
+        while self._unsaved:
+            self._unsaved = False
             reports = [base64.b64encode(r.SerializeToString()).decode() for r in self.synced]
             data = json.dumps({"reports": reports}).encode()
             try:
@@ -397,7 +413,7 @@ class Registrar:
             self.status.registered = True
             self.status.heartbeats_sent += 1
             if response.synced_quarantine_recorded and synced is not None:
-                await self.status.synced_recorded(synced)
+                self.status.synced_recorded(synced)
             self.status.quarantined = response.quarantined
             self.status.decision = stored_decision(response)
             if not response.known:

@@ -160,13 +160,10 @@ async def _on_part_thread(
 ) -> list[CheckResult]:
     """A host part run whole on a part thread (novaops.executor.threads): its
     blocking steps then need no thread hop each."""
-
-    def gated() -> list[CheckResult]:
-        with PART_GATE.held():
-            return run_here(part(sources))
-
     try:
-        return await sources.part_threads.submit(gated)
+        # Not through PART_GATE: these run once the loop took over from a slow
+        # part, and on a wedged node each would hold up every other node's turn.
+        return await sources.part_threads.run(lambda: part(sources))
     except ThreadsBusy as busy:
         return [error_result(check_id, "host", _stuck(busy))]
 
@@ -258,7 +255,10 @@ class _Sequence:
 
     def run(self) -> None:
         """On the part thread: every part in order, until abandoned; through the
-        process's PART_GATE."""
+        process's PART_GATE (not even waiting for it once abandoned)."""
+        with self.lock:
+            if self.abandoned:
+                return
         with PART_GATE.held():
             self._run_parts()
 

@@ -153,11 +153,11 @@ async def test_hooks_run_from_a_heartbeat_are_reported_until_recorded() -> None:
     async def fake_sleep(seconds: float) -> None:
         sleeps.append(seconds)
         if len(sleeps) == 1:
-            await registrar.status.report_synced(synced)  # the sync loop applied a change
+            registrar.status.report_synced(synced)  # the sync loop applied a change
             script.slow = {"c1"}
         if len(sleeps) == 2:
             script.slow = set()  # answered, but the event store failed: kept
-            await registrar.status.report_synced(released)  # released before it was recorded
+            registrar.status.report_synced(released)  # released before it was recorded
         if len(sleeps) == 3:
             script.records_synced = True
         if len(sleeps) >= 6:
@@ -245,8 +245,9 @@ async def test_reports_not_yet_recorded_survive_a_restart(tmp_path: Path) -> Non
     synced = controller_pb2.SyncedQuarantine(quarantined=True, hook_results=["10-drain: ok"])
     synced.since.FromSeconds(1_700_000_000)
     released = controller_pb2.SyncedQuarantine(quarantined=False, reason="fixed")
-    await first.report_synced(synced)
-    await first.report_synced(released)
+    first.report_synced(synced)
+    first.report_synced(released)
+    await first.flush_synced()
 
     script = LinkScript(reachable={"c1"})
     sleeps: list[float] = []
@@ -262,6 +263,7 @@ async def test_reports_not_yet_recorded_survive_a_restart(tmp_path: Path) -> Non
     registrar = scripted_registrar(["c1"], script.connect, fake_sleep, status=restarted)
     with pytest.raises(asyncio.CancelledError):
         await registrar.run()
+    await restarted.flush_synced()
     sent = [
         h.synced_quarantine if h.HasField("synced_quarantine") else None for h in script.heartbeats
     ]
@@ -279,5 +281,6 @@ async def test_an_unreadable_journal_is_set_aside(tmp_path: Path) -> None:
     assert status.synced == []
     assert (tmp_path / "synced-reports.json.bad").exists()
     assert not journal.exists()
-    await status.report_synced(controller_pb2.SyncedQuarantine(quarantined=True))
+    status.report_synced(controller_pb2.SyncedQuarantine(quarantined=True))
+    await status.flush_synced()
     assert journal.exists()  # the journal starts afresh
