@@ -39,6 +39,7 @@ from novaops.executor.facts import gather_host_facts
 from novaops.executor.health import HealthVerdict
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import LibvirtGateway
+from novaops.executor.proctable import PROCESS_TABLE
 from novaops.executor.quarantine import NodeQuarantine, sync_with_controller
 from novaops.executor.recovery import ConnectionDomainControl, NetlinkLinks, RecoveryCatalogue
 from novaops.executor.registration import GrpcControllerLink, Registrar
@@ -231,6 +232,14 @@ class Executor:
                 f"cannot create state_dir {self.config.state_dir}: {exc.strerror}"
             ) from None
         self.registrar.status.restore_synced(self.config.state_dir / SYNCED_REPORTS_FILE)
+        if self.ctx.checks is not None:
+            problem = PROCESS_TABLE.subscribe()
+            if problem is not None:
+                log.warning(
+                    "process events unavailable (%s): every QEMU process scan reads "
+                    "every process's command line",
+                    problem,
+                )
         if self.config.tls.insecure:
             log.warning(
                 "INSECURE: serving without TLS and without caller checks on %s "

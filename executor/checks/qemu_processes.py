@@ -30,9 +30,13 @@ from dataclasses import dataclass
 import psutil
 
 from novaops.executor.hostroot import HostRoot
+from novaops.executor.proctable import (
+    PROCESS_TABLE,
+    ProcessTable,
+    read_proc,
+)
 
 QEMU_PID_DIR = "/run/libvirt/qemu"
-NODE_MARKER_ENV = "NOVAOPS_NODE"
 _QEMU_BINARIES = ("qemu-system-", "qemu-kvm")
 
 
@@ -127,58 +131,6 @@ def read_pid_files(root: HostRoot, folder: str = QEMU_PID_DIR) -> dict[str, int 
     return pids
 
 
-_PROC_READ = 65536
-
-
-def _read_proc(pid: int, name: str) -> bytes:
-    # Hot path (every process, every scan): a bare descriptor costs half of what
-    # a buffered file object does.
-    # procfs fills a read as far as the file goes (cmdline, environ and stat all
-    # loop over their pages), so a short first read is the whole file.
-    fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        chunk = os.read(fd, _PROC_READ)
-        if len(chunk) < _PROC_READ:
-            return chunk
-        chunks = [chunk]
-        while chunk := os.read(fd, _PROC_READ):
-            chunks.append(chunk)
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _node_marker(pid: int) -> str | None:
-    try:
-        environ = _read_proc(pid, "environ")
-    except OSError:
-        return None
-    return node_marker_of(environ)
-
-
-_MARKER_PREFIX = NODE_MARKER_ENV.encode() + b"="
-
-
-def node_marker_of(environ: bytes) -> str | None:
-    """The value of the first ``NOVAOPS_NODE=`` entry of a NUL-separated environment
-    (/proc/<pid>/environ), or None. Found without splitting the whole environment:
-    the scan reads every QEMU-like process's, other nodes' stand-ins included."""
-    if environ.startswith(_MARKER_PREFIX):
-        start = len(_MARKER_PREFIX)
-    else:
-        found = environ.find(b"\0" + _MARKER_PREFIX)
-        if found < 0:
-            return None
-        start = found + 1 + len(_MARKER_PREFIX)
-    end = environ.find(b"\0", start)
-    return environ[start : None if end < 0 else end].decode(errors="replace")
-
-
-def _maybe_qemu(raw_cmdline: bytes) -> bool:
-    """A cheap byte test that every QEMU-like command line passes (see is_qemu_like)."""
-    return b"qemu" in raw_cmdline or b"guest=" in raw_cmdline
-
-
 def split_cmdline(raw: bytes) -> list[str]:
     """argv from /proc/<pid>/cmdline, as psutil reads it: NUL-separated, or
     space-separated when a process rewrote its title into one string."""
@@ -224,7 +176,7 @@ def parse_stat_state(stat: bytes) -> str:
 
 def _status(pid: int) -> str:
     try:
-        return parse_stat_state(_read_proc(pid, "stat"))
+        return parse_stat_state(read_proc(pid, "stat"))
     except OSError:
         return ""
 
@@ -240,30 +192,23 @@ def _may_be_in_scope(
     return scope.system_root or root_bytes in raw_cmdline
 
 
-def scan_qemu_processes(scope: ProcessScope, pid_file_pids: Iterable[int]) -> list[QemuProcess]:
-    """Every QEMU-like process in scope, sorted by pid (blocking; a full /proc scan).
+def scan_qemu_processes(
+    scope: ProcessScope, pid_file_pids: Iterable[int], table: ProcessTable = PROCESS_TABLE
+) -> list[QemuProcess]:
+    """Every QEMU-like process in scope, sorted by pid (blocking).
 
-    Reads only each process's command line; the environment and status are read
-    for the few QEMU-like ones (a hypervisor runs hundreds of other processes),
-    and only this node's command lines are parsed.
+    The command lines come from the process table (:mod:`novaops.executor.proctable`:
+    each read once while the kernel reports process events, otherwise a full /proc
+    scan); only this node's are parsed, and only their status is read each time.
     """
     own_pids = set(pid_file_pids)
     root_bytes = os.fsencode(scope.host_root)
     found = []
-    me = os.getpid()
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        try:
-            raw = _read_proc(pid, "cmdline")
-        except OSError:  # gone since the scandir, or not ours to read
-            continue
-        if pid == me or not _maybe_qemu(raw):
-            continue
+    for candidate in table.candidates():
+        pid, raw = candidate.pid, candidate.cmdline
         # A pid in the node's pid files is its own whatever the environment says.
         own = pid in own_pids
-        marker = None if own else _node_marker(pid)
+        marker = None if own else candidate.marker
         if not own and not _may_be_in_scope(scope, root_bytes, raw, marker):
             continue  # another node's, told from bytes (simulated nodes share /proc)
         cmdline = split_cmdline(raw)

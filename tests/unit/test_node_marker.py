@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from novaops.executor.checks.qemu_processes import node_marker_of
+from novaops.executor.proctable import node_marker_of
 
 
 def reference(environ: bytes) -> str | None:
