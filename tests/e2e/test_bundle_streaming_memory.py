@@ -19,6 +19,12 @@ the size); the controller stays ~90-120 MiB (a fan-out queue of a few chunks,
 the gRPC windows; once 173 MiB, while other test suites kept both cores
 busy). The margin covers noise of that order.
 
+Under CPU load the CLI used to peak at 133-185 MiB now and then: gRPC grew
+its receive window from its bandwidth estimate and held tens of MB the CLI
+had not read yet. Channels now use a fixed 4 MiB window per stream
+(:data:`novaops.client.tls.STREAM_WINDOW_BYTES`); with two busy loops on both
+cores the CLI then peaked at 81-93 MiB.
+
 The daemons cap glibc's malloc arenas themselves
 (:func:`novaops.client.daemon.limit_malloc_arenas`); the test sets nothing.
 Without that cap each of the controller's threads got an arena of its own and
