@@ -67,6 +67,28 @@ def node_list(ctx: click.Context, output: str) -> None:
         render.nodes_table(nodes)
 
 
+@node.command("remove")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (recorded in the node.removed event).")
+@click.option("--dry-run", is_flag=True, help="Check the preconditions only.")
+@output_option
+@click.pass_context
+@handle_errors
+def node_remove(ctx: click.Context, name: str, reason: str, dry_run: bool, output: str) -> None:
+    """Forget a decommissioned node, so `--all` stops reaching for it (admin).
+
+    Refused while NAME is up (stop its executor first) or quarantined (lift it
+    with `unquarantine --force`). Its history and events stay.
+    """
+    from novaops.cli import render
+
+    removal = _client(ctx).remove_node(name, reason, dry_run=dry_run)
+    if output == "json":
+        render.emit_json(removal.to_json())
+    else:
+        render.message(removal.message)
+
+
 @cli.group()
 def cluster() -> None:
     """The cluster as a whole."""

@@ -38,6 +38,7 @@ from novaops.client.models import (
     Node,
     NodeFailure,
     NodeHealthReport,
+    NodeRemoval,
     Quarantine,
     QuarantineChange,
     QuarantineHistoryItem,
@@ -201,6 +202,15 @@ class NovaopsClient:
             controller_pb2_grpc.ClusterServiceStub, "ListNodes", controller_pb2.ListNodesRequest()
         )
         return [Node.from_proto(n) for n in response.nodes]
+
+    def remove_node(self, node: str, reason: str, *, dry_run: bool = False) -> NodeRemoval:
+        """Forget a decommissioned node (admin; refused while it is up or quarantined)."""
+        response = self._unary(
+            controller_pb2_grpc.ClusterServiceStub,
+            "RemoveNode",
+            controller_pb2.RemoveNodeRequest(node=node, reason=reason, dry_run=dry_run),
+        )
+        return NodeRemoval(node, response.removed, response.message, response.event_id)
 
     def cluster_status(self) -> ClusterStatus:
         """Node counts, leader, store and automation state."""

@@ -387,6 +387,19 @@ class QuarantineChange:
 
 
 @dataclass(frozen=True)
+class NodeRemoval:
+    """What ``node remove`` did (``removed`` False: a dry run)."""
+
+    node: str
+    removed: bool
+    message: str
+    event_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class QuarantineHistoryItem:
     sequence: int
     node: str

@@ -29,6 +29,13 @@ class ExecutorPool:
             stub = self._stubs[address] = executor_pb2_grpc.ExecutorServiceStub(channel)
         return stub
 
+    async def forget(self, address: str) -> None:
+        """Close the channel to address (a removed node's), if one is cached."""
+        channel = self._channels.pop(address, None)
+        self._stubs.pop(address, None)
+        if channel is not None:
+            await channel.close(None)
+
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
         self._stubs.clear()

@@ -52,3 +52,6 @@ class HealthReports:
 
     def get(self, node: str) -> ReportedHealth | None:
         return self._by_node.get(node)
+
+    def forget(self, node: str) -> None:
+        self._by_node.pop(node, None)

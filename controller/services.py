@@ -7,6 +7,7 @@ talks to the store. Reads are served by any replica; mutations need the leader.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import grpc
@@ -21,10 +22,10 @@ from novaops.controller.context import (
 )
 from novaops.controller.events import sequence_of
 from novaops.controller.fleet import FleetServicer
-from novaops.controller.operations import AutomationServicer, QuarantineServicer
+from novaops.controller.operations import AutomationServicer, QuarantineServicer, actor
 from novaops.controller.quarantine import record_synced_hooks
 from novaops.controller.registry import HealthReports, ReportedHealth
-from novaops.controller.store.base import NodeRegistration, StoreError
+from novaops.controller.store.base import NodeRecord, NodeRegistration, StoreError
 from novaops.pki.identity import Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -236,6 +237,64 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
             f"(this one stays out for {hold_off:.0f}s)",
         )
 
+    async def RemoveNode(
+        self, request: controller_pb2.RemoveNodeRequest, context: AioContext
+    ) -> controller_pb2.RemoveNodeResponse:
+        """Forget a decommissioned node (see the proto). The checks and the delete
+        are not one transaction: a node that heartbeats in between is removed
+        while up, and its next heartbeat (known: false) registers it again."""
+        identity = await require(context, Role.ADMIN, insecure=self.ctx.insecure)
+        node, reason = request.node, request.reason.strip()
+        if not node or not reason:
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "a node and a non-empty reason are required (--reason TEXT)",
+            )
+        try:
+            record = await self.ctx.store.get_node(node)
+            quarantined = node in await self.ctx.store.get_quarantines()
+        except StoreError as exc:
+            await store_call_failed(context, exc)
+        if record is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {node!r} is registered")
+        if record.up:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{node} is up ({_last_seen(record)}): stop its executor first; "
+                "a running executor registers again at its next heartbeat",
+            )
+        if quarantined:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{node} is quarantined: lift it first (novaops unquarantine {node} "
+                "--reason TEXT --force, since the node is down), then remove it",
+            )
+        if request.dry_run:
+            return controller_pb2.RemoveNodeResponse(
+                message=f"dry run: would remove {node} from the registry ({_last_seen(record)})"
+            )
+        try:
+            removed = await self.ctx.store.remove_node(node)
+        except StoreError as exc:
+            await store_call_failed(context, exc)
+        if not removed:  # another replica removed it meanwhile
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {node!r} is registered")
+        self.reports.forget(node)
+        await self.ctx.executors.forget(record.address)
+        who = actor(identity)
+        event = await self.ctx.events.emit(
+            "node.removed",
+            node,
+            f"{node} removed from the registry by {who}: {reason}",
+            attributes={"actor": who, "reason": reason, "address": record.address},
+        )
+        log.info("node %s removed by %s: %s", node, who, reason)
+        return controller_pb2.RemoveNodeResponse(
+            removed=True,
+            message=f"{node} removed from the registry ({_last_seen(record)})",
+            event_id=event,
+        )
+
     async def WatchEvents(
         self, request: controller_pb2.WatchEventsRequest, context: AioContext
     ) -> AsyncIterator[controller_pb2.ClusterEvent]:
@@ -249,6 +308,13 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
                 yield event
         except StoreError as exc:
             await store_call_failed(context, exc)
+
+
+def _last_seen(record: NodeRecord) -> str:
+    if record.last_heartbeat is None:
+        return "no heartbeat seen"
+    ago = max(0.0, time.time() - record.last_heartbeat)
+    return f"last heartbeat {ago:.0f}s ago"
 
 
 def add_servicers(server: grpc.aio.Server, ctx: ControllerContext) -> None:

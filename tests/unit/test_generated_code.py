@@ -18,6 +18,7 @@ WRAPPED = {
     "ClusterService.GetLeader": "leader",
     "ClusterService.TransferLeadership": "transfer_leadership",
     "ClusterService.WatchEvents": "events",
+    "ClusterService.RemoveNode": "remove_node",
     "FleetService.GetHealth": "health",
     "FleetService.Diagnose": "diagnose",
     "FleetService.Recover": "recover",

@@ -319,6 +319,36 @@ class TransferLeadershipResponse(_message.Message):
         self, previous: _Optional[_Union[LeaderInfo, _Mapping]] = ..., message: _Optional[str] = ...
     ) -> None: ...
 
+class RemoveNodeRequest(_message.Message):
+    __slots__ = ("node", "reason", "dry_run")
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    DRY_RUN_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    reason: str
+    dry_run: bool
+    def __init__(
+        self,
+        node: _Optional[str] = ...,
+        reason: _Optional[str] = ...,
+        dry_run: _Optional[bool] = ...,
+    ) -> None: ...
+
+class RemoveNodeResponse(_message.Message):
+    __slots__ = ("removed", "message", "event_id")
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    removed: bool
+    message: str
+    event_id: str
+    def __init__(
+        self,
+        removed: _Optional[bool] = ...,
+        message: _Optional[str] = ...,
+        event_id: _Optional[str] = ...,
+    ) -> None: ...
+
 class WatchEventsRequest(_message.Message):
     __slots__ = ("follow", "after_id", "kinds")
     FOLLOW_FIELD_NUMBER: _ClassVar[int]

@@ -193,6 +193,12 @@ class ClusterServiceStub:
             response_deserializer=novaops_dot_v1_dot_controller__pb2.ClusterEvent.FromString,
             _registered_method=True,
         )
+        self.RemoveNode = channel.unary_unary(
+            "/novaops.v1.ClusterService/RemoveNode",
+            request_serializer=novaops_dot_v1_dot_controller__pb2.RemoveNodeRequest.SerializeToString,
+            response_deserializer=novaops_dot_v1_dot_controller__pb2.RemoveNodeResponse.FromString,
+            _registered_method=True,
+        )
 
 
 class ClusterServiceServicer:
@@ -230,6 +236,16 @@ class ClusterServiceServicer:
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")
 
+    def RemoveNode(self, request, context):
+        """Forgets a decommissioned node: its registration and liveness leave the
+        registry, so `--all` no longer reaches for it; its history and events
+        stay. Refused while the node is up or quarantined. Admin only; audited
+        (event node.removed); dry-runnable. Any replica serves it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details("Method not implemented!")
+        raise NotImplementedError("Method not implemented!")
+
 
 def add_ClusterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -257,6 +273,11 @@ def add_ClusterServiceServicer_to_server(servicer, server):
             servicer.WatchEvents,
             request_deserializer=novaops_dot_v1_dot_controller__pb2.WatchEventsRequest.FromString,
             response_serializer=novaops_dot_v1_dot_controller__pb2.ClusterEvent.SerializeToString,
+        ),
+        "RemoveNode": grpc.unary_unary_rpc_method_handler(
+            servicer.RemoveNode,
+            request_deserializer=novaops_dot_v1_dot_controller__pb2.RemoveNodeRequest.FromString,
+            response_serializer=novaops_dot_v1_dot_controller__pb2.RemoveNodeResponse.SerializeToString,
         ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -409,6 +430,36 @@ class ClusterService:
             "/novaops.v1.ClusterService/WatchEvents",
             novaops_dot_v1_dot_controller__pb2.WatchEventsRequest.SerializeToString,
             novaops_dot_v1_dot_controller__pb2.ClusterEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True,
+        )
+
+    @staticmethod
+    def RemoveNode(
+        request,
+        target,
+        options=(),
+        channel_credentials=None,
+        call_credentials=None,
+        insecure=False,
+        compression=None,
+        wait_for_ready=None,
+        timeout=None,
+        metadata=None,
+    ):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            "/novaops.v1.ClusterService/RemoveNode",
+            novaops_dot_v1_dot_controller__pb2.RemoveNodeRequest.SerializeToString,
+            novaops_dot_v1_dot_controller__pb2.RemoveNodeResponse.FromString,
             options,
             channel_credentials,
             insecure,
