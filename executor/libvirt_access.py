@@ -40,7 +40,7 @@ import psutil
 
 from novaops.executor.checks.qemu_processes import QEMU_PID_DIR, parse_pid_file
 from novaops.executor.hostroot import HostRoot
-from novaops.executor.threads import DaemonThreads, ThreadsBusy
+from novaops.executor.threads import DaemonThreads, ThreadsBusy, on_part_thread
 
 log = logging.getLogger(__name__)
 
@@ -415,20 +415,32 @@ class LibvirtConnection:
         Daemon threads (see DaemonThreads): a libvirt call that never returns must
         not keep the process from exiting at shutdown. Threads are reused (starting
         one per call cost more than most libvirt reads); a hung call keeps its
-        thread, and the next call gets a fresh one.
+        thread, and the next call gets a fresh one. A part thread, which may block,
+        waits for the answer right there: a trip through its event loop cost
+        about twice the CPU of the hop itself (measured: 146 vs 37 us per call).
         """
         try:
+            if on_part_thread():
+                return self._threads.call(work, self._call_timeout)
             future = self._threads.submit(work)
         except ThreadsBusy as busy:
-            raise LibvirtUnavailable(
-                f"libvirt at {self._uri} is not answering ({busy.pending} calls still pending)"
-            ) from None
+            raise self._busy(busy) from None
+        except TimeoutError:
+            raise self._no_answer() from None
         try:
             return await asyncio.wait_for(future, self._call_timeout)
         except TimeoutError:
-            raise LibvirtUnavailable(
-                f"libvirt at {self._uri} did not answer within {self._call_timeout:g}s"
-            ) from None
+            raise self._no_answer() from None
+
+    def _busy(self, busy: ThreadsBusy) -> LibvirtUnavailable:
+        return LibvirtUnavailable(
+            f"libvirt at {self._uri} is not answering ({busy.pending} calls still pending)"
+        )
+
+    def _no_answer(self) -> LibvirtUnavailable:
+        return LibvirtUnavailable(
+            f"libvirt at {self._uri} did not answer within {self._call_timeout:g}s"
+        )
 
     def _connection(self) -> Any:
         with self._lock:

@@ -24,8 +24,8 @@ import contextlib
 import queue
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -59,9 +59,7 @@ class DaemonThreads:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._idle = 0
-        self._queue: queue.SimpleQueue[
-            tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]]
-        ] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[_Reply, Callable[[], Any]]] = queue.SimpleQueue()
 
     def submit(self, work: Callable[[], T]) -> asyncio.Future[T]:
         """work() on a thread; its result (or exception) on a future of the running
@@ -69,7 +67,23 @@ class DaemonThreads:
         ThreadsBusy when max_in_flight calls are pending (or no thread starts)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        item = (loop, future, work)
+        self._enqueue(_LoopReply(loop, future), work)
+        return future
+
+    def call(self, work: Callable[[], T], timeout: float) -> T:
+        """work() on a thread, waited for here (blocking; for threads that may block,
+        such as part threads: no trip through an event loop). TimeoutError after
+        timeout seconds (the work goes on, abandoned); ThreadsBusy as submit."""
+        reply = _BlockingReply()
+        self._enqueue(reply, work)
+        if not reply.wait(timeout):
+            raise TimeoutError(f"no answer within {timeout:g}s")
+        if reply.error is not None:
+            raise reply.error
+        return cast(T, reply.value)
+
+    def _enqueue(self, reply: _Reply, work: Callable[[], Any]) -> None:
+        item = (reply, work)
         with self._lock:
             if self._in_flight >= self._max_in_flight:
                 raise ThreadsBusy(self._in_flight)
@@ -90,12 +104,8 @@ class DaemonThreads:
                 with self._lock:
                     self._in_flight -= 1
                 raise ThreadsBusy(pending) from None
-        return future
 
-    def _serve(
-        self,
-        first: tuple[asyncio.AbstractEventLoop, asyncio.Future[Any], Callable[[], Any]],
-    ) -> None:
+    def _serve(self, first: tuple[_Reply, Callable[[], Any]]) -> None:
         """Run first, then take calls until none arrives for idle_seconds (then the
         thread ends)."""
         try:
@@ -104,7 +114,7 @@ class DaemonThreads:
                 self._idle += 1
             while True:
                 try:
-                    loop, future, work = self._queue.get(timeout=self._idle_seconds)
+                    reply, work = self._queue.get(timeout=self._idle_seconds)
                 except queue.Empty:
                     with self._lock:
                         # A call queued between the timeout and this lock counted on
@@ -113,39 +123,70 @@ class DaemonThreads:
                             self._idle -= 1
                             return
                     continue
-                self._run(loop, future, work)  # its submitter took our idle count
+                self._run(reply, work)  # its submitter took our idle count
                 with self._lock:
                     self._idle += 1
         finally:
             if self._on_exit is not None:
                 self._on_exit()
 
-    def _run(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[Any],
-        work: Callable[[], Any],
-    ) -> None:
-        deliver: Callable[[], None]
+    def _run(self, reply: _Reply, work: Callable[[], Any]) -> None:
         try:
             result = work()
-
-            def deliver() -> None:
-                if not future.done():  # done = the caller timed out or was cancelled
-                    future.set_result(result)
-
         except Exception as exc:
-            error = exc
-
-            def deliver() -> None:
-                if not future.done():
-                    future.set_exception(error)
-
+            error: Exception | None = exc
+            result = None
+        else:
+            error = None
         finally:
             with self._lock:
                 self._in_flight -= 1
+        reply.send(result, error)
+
+
+class _LoopReply:
+    """Delivers a call's outcome to a future of an event loop (DaemonThreads.submit)."""
+
+    __slots__ = ("_future", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
+        self._loop, self._future = loop, future
+
+    def send(self, result: Any, error: Exception | None) -> None:
+        future = self._future
+
+        def deliver() -> None:
+            if future.done():  # the caller timed out or was cancelled
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(deliver)
+            self._loop.call_soon_threadsafe(deliver)
+
+
+class _BlockingReply:
+    """Hands a call's outcome to a thread blocked in DaemonThreads.call."""
+
+    __slots__ = ("_done", "error", "value")
+
+    def __init__(self) -> None:
+        self._done = threading.Lock()
+        self._done.acquire()
+        self.value: Any = None
+        self.error: Exception | None = None
+
+    def send(self, result: Any, error: Exception | None) -> None:
+        self.value, self.error = result, error
+        self._done.release()
+
+    def wait(self, timeout: float) -> bool:
+        return self._done.acquire(timeout=max(0.0, timeout))
+
+
+_Reply = _LoopReply | _BlockingReply
 
 
 # -- part threads -------------------------------------------------------------------------
@@ -181,6 +222,28 @@ def run_here(coroutine: Coroutine[Any, Any, T]) -> T:
     if loop is None:
         loop = _part.loop = asyncio.new_event_loop()
     return loop.run_until_complete(coroutine)
+
+
+@contextlib.contextmanager
+def shared_reads() -> Iterator[None]:
+    """On a part thread: while inside, the parts run here one after another share
+    what :func:`shared_read` read (one diagnosis's snapshot)."""
+    _part.reads = {}
+    try:
+        yield
+    finally:
+        _part.reads = None
+
+
+async def shared_read(key: str, read: Callable[[], Awaitable[T]]) -> T:
+    """read()'s result, read once per :func:`shared_reads` scope (elsewhere: each
+    time). Only a result is shared: after a failure the next part reads again."""
+    reads: dict[str, Any] | None = getattr(_part, "reads", None) if on_part_thread() else None
+    if reads is None:
+        return await read()
+    if key not in reads:
+        reads[key] = await read()
+    return cast(T, reads[key])
 
 
 def _as_part(work: Callable[[], T]) -> T:

@@ -44,7 +44,7 @@ from novaops.executor.checks.qemu_processes import (
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.hostroot import HostRoot
 from novaops.executor.libvirt_access import LibvirtUnavailable
-from novaops.executor.threads import off_loop
+from novaops.executor.threads import off_loop, shared_read
 
 LOCK_FOLDERS = ("/var/lib/libvirt", "/run/libvirt")
 LOCK_SUFFIXES = (".lock", ".pid")
@@ -283,7 +283,12 @@ def evaluate_taps(ev: TapEvidence) -> list[CheckResult]:
 
 
 async def _claiming_domains(sources: CheckSources) -> dict[str, list[str]]:
-    """Domain -> its taps, for every domain libvirt holds a process for."""
+    """Domain -> its taps, for every domain libvirt holds a process for; read once
+    for the orphan and the tap part of one diagnosis (not to be changed)."""
+    return await shared_read("claiming-domains", lambda: _read_claiming_domains(sources))
+
+
+async def _read_claiming_domains(sources: CheckSources) -> dict[str, list[str]]:
     claimed = {}
     for record, xml in await sources.domains.domains_with_xml(PROCESS_STATES):
         claimed[record.name] = [nic.tap for nic in parse_domain_spec(xml).interfaces if nic.tap]

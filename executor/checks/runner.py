@@ -35,7 +35,7 @@ from novaops.executor.checks import container, host, leftovers, network, vm
 from novaops.executor.checks.model import CheckResult, error_result
 from novaops.executor.checks.sources import CheckSources
 from novaops.executor.libvirt_access import LibvirtUnavailable
-from novaops.executor.threads import PartGate, ThreadsBusy, off_loop, run_here
+from novaops.executor.threads import PartGate, ThreadsBusy, off_loop, run_here, shared_reads
 from novaops.v1 import executor_pb2
 
 log = logging.getLogger(__name__)
@@ -259,7 +259,7 @@ class _Sequence:
         with self.lock:
             if self.abandoned:
                 return
-        with PART_GATE.held():
+        with PART_GATE.held(), shared_reads():  # the parts share a domain listing
             self._run_parts()
 
     def _run_parts(self) -> None:

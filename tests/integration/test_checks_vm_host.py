@@ -365,3 +365,30 @@ async def test_a_wedged_libvirt_is_unreachable_and_leaves_the_other_parts_alone(
     finally:
         wedged.set()
         await source.close()
+
+
+async def test_one_diagnosis_lists_the_domains_with_their_xml_once(tmp_path: Path) -> None:
+    # The orphan and the tap part of one run share one listing (threads.shared_read);
+    # the next run lists again.
+    source = LibvirtDomainSource("test:///default")
+    listings: list[frozenset[int]] = []
+    original = source._read_with_xml
+
+    def counted(states: frozenset[int], conn: object) -> list[tuple[DomainRecord, str]]:
+        listings.append(states)
+        return original(states, conn)
+
+    source._read_with_xml = counted  # type: ignore[method-assign]
+    sources = CheckSources(node="n1", root=HostRoot(tmp_path), domains=source)
+    try:
+        for run in range(1, 3):
+            results = [r async for r in run_diagnose(DiagnoseTarget(TargetKind.HOST), sources)]
+            by_id = {r.check_id: r for r in results}
+            assert by_id["host.orphans"].status is Status.OK
+            assert by_id["host.taps"].status is Status.OK
+            assert len(listings) == run
+        health = _by_id(await run_health_checks(sources))
+        assert health["host.taps"].status is Status.OK
+        assert len(listings) == 3
+    finally:
+        await source.close()
