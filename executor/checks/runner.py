@@ -260,16 +260,16 @@ class _Sequence:
             if self.abandoned:
                 return
         with PART_GATE.held(), shared_reads():  # the parts share a domain listing
-            self._run_parts()
+            run_here(self._run_parts())  # one trip through the thread's loop for all
 
-    def _run_parts(self) -> None:
+    async def _run_parts(self) -> None:
         for index, (check_id, part) in enumerate(self.parts):
             with self.lock:
                 if self.abandoned:
                     return
                 self.current, self.current_started = index, time.monotonic()
             try:
-                results = run_here(part(self.sources))
+                results = await part(self.sources)
             except Exception as exc:  # a check must never take the stream down
                 log.exception("check %s on host crashed", check_id)
                 results = [error_result(check_id, "host", _crashed(exc))]
