@@ -51,6 +51,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from novaops.pki.issue import write_atomic
 from novaops.v1 import common_pb2
 
 log = logging.getLogger(__name__)
@@ -260,7 +261,9 @@ class NodeQuarantine:
     def _save(self, state: QuarantineState) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         doc = {"version": _FORMAT_VERSION, "node": self.node, **asdict(state)}
-        write_atomic(self.state_dir / STATE_FILE, json.dumps(doc, indent=2).encode() + b"\n")
+        write_atomic(
+            self.state_dir / STATE_FILE, json.dumps(doc, indent=2).encode() + b"\n", mode=0o600
+        )
         self._sync_flag(state)
         self._state = state
 
@@ -268,7 +271,7 @@ class NodeQuarantine:
         flag = self.state_dir / FLAG_FILE
         if state.quarantined and not flag.exists():
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            write_atomic(flag, f"{state.reason}\n".encode())
+            write_atomic(flag, f"{state.reason}\n".encode(), mode=0o600)
         elif not state.quarantined:
             flag.unlink(missing_ok=True)
 
@@ -390,25 +393,6 @@ def _state_from_json(doc: Any) -> QuarantineState:
     if not isinstance(state.quarantined, bool) or not isinstance(state.fence_revision, int):
         raise ValueError("malformed quarantine state")
     return state
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """data into path (mode 0600): temp file, fsync, rename, fsync of the folder."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from novaops.client.config import TLSFiles
 from novaops.client.tls import secure_aio_channel
 from novaops.executor.health import HealthVerdict
-from novaops.executor.quarantine import StoredDecision, write_atomic
+from novaops.executor.quarantine import StoredDecision
+from novaops.pki.issue import write_atomic
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -276,7 +277,7 @@ class RegistrationStatus:
             reports = [base64.b64encode(r.SerializeToString()).decode() for r in self.synced]
             data = json.dumps({"reports": reports}).encode()
             try:
-                await asyncio.to_thread(write_atomic, journal, data)
+                await asyncio.to_thread(write_atomic, journal, data, 0o600)
             except OSError as exc:  # the queue in memory still holds them
                 log.warning("could not keep synced-quarantine reports in %s: %s", journal, exc)
 

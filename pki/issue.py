@@ -32,7 +32,9 @@ class IssuedFiles:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write data to path through a temp file in the same folder, fsync, rename."""
+    """data into path, whole or not at all: a temp file in the same folder (mode
+    set before any byte), fsync, rename over path, fsync of the folder (so the
+    rename survives a crash). The temp file is removed when anything fails."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -45,6 +47,11 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
