@@ -1,11 +1,13 @@
 """gRPC servicers of the controller for the registry and the cluster views.
 
 Each servicer method authorizes the caller first (controller/auth.py), then
-talks to the store. Reads are served by any replica; mutations need the leader.
+talks to the store. Reads and registry changes (registration, heartbeats, node
+removal) are served by any replica; leadership transfer needs the leader.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -242,7 +244,9 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
     ) -> controller_pb2.RemoveNodeResponse:
         """Forget a decommissioned node (see the proto). The checks and the delete
         are not one transaction: a node that heartbeats in between is removed
-        while up, and its next heartbeat (known: false) registers it again."""
+        while up, and its next heartbeat (known: false) registers it again; a
+        quarantine decided in between stays recorded for a node no longer
+        registered. Two replicas removing the same node at once both record it."""
         identity = await require(context, Role.ADMIN, insecure=self.ctx.insecure)
         node, reason = request.node, request.reason.strip()
         if not node or not reason:
@@ -273,15 +277,27 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
             return controller_pb2.RemoveNodeResponse(
                 message=f"dry run: would remove {node} from the registry ({_last_seen(record)})"
             )
+        # From here the removal happens whole: a caller that gives up (its deadline)
+        # must not leave the node removed without its event.
         try:
-            removed = await self.ctx.store.remove_node(node)
+            return await asyncio.shield(self._remove(record, reason, actor(identity)))
         except StoreError as exc:
             await store_call_failed(context, exc)
-        if not removed:  # another replica removed it meanwhile
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {node!r} is registered")
+
+    async def _remove(
+        self, record: NodeRecord, reason: str, who: str
+    ) -> controller_pb2.RemoveNodeResponse:
+        node = record.name
+        # False: the record went in the meantime (another replica's removal, or
+        # this delete resent by the etcd client after a timeout): removed either way.
+        await self.ctx.store.remove_node(node)
         self.reports.forget(node)
-        await self.ctx.executors.forget(record.address)
-        who = actor(identity)
+        try:
+            shared = any(r.address == record.address for r in await self.ctx.store.list_nodes())
+        except StoreError:
+            shared = True  # keep the channel: another node may use the address
+        if not shared:
+            await self.ctx.executors.forget(record.address)
         event = await self.ctx.events.emit(
             "node.removed",
             node,

@@ -15,11 +15,15 @@ then reads only pids it has not seen, and costs one listing of ``/proc``.
 Dropped events are handled too. When the socket overflows (``ENOBUFS``), the
 table forgets everything it kept. Each entry is also tied to the inode that
 ``getdents`` reports for ``/proc/<pid>``, so a pid that was reused while an
-event was in flight is read again.
+event was in flight is read again. The kernel may also drop an event without an
+overflow (no memory for it), so everything kept is read again every
+:data:`REFRESH_SECONDS` all the same.
 
 Without the connector (no ``CAP_NET_ADMIN``, a network namespace other than the
 host's, a kernel without ``CONFIG_PROC_EVENTS``), every scan reads every
-process, as it did before the table existed.
+process, as it did before the table existed. A subscription from another pid or
+user namespace is accepted by the kernel but gets no events, so subscribing
+starts a short process and waits for its exit event before trusting the socket.
 
 Known limit: a process that rewrites its own argv in place (``setproctitle``)
 without calling exec keeps, here, the command line it had when first read.
@@ -28,12 +32,15 @@ QEMU never does that, and its guest name is fixed at start.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
+import select
 import socket
 import struct
 import threading
+import time
 from dataclasses import dataclass
 
 log = logging.getLogger(__name__)
@@ -56,6 +63,12 @@ _PIDS_AT = _EVENT_AT + _EVENT_HEAD.size
 # Room for a few thousand events between two scans (the kernel doubles it).
 EVENTS_BUFFER_BYTES = 1 << 20
 _PROC_READ = 65536
+# How long subscribe() waits for the events of the process it starts to try them.
+_CONFIRM_SECONDS = 2.0
+_TRUE_PATHS = ("/usr/bin/true", "/bin/true")
+# Everything kept is read again this often anyway: the kernel may drop an event
+# without an overflow (no memory for it), and a miss must not last.
+REFRESH_SECONDS = 60.0
 NODE_MARKER_ENV = "NOVAOPS_NODE"
 _MARKER_PREFIX = NODE_MARKER_ENV.encode() + b"="
 
@@ -68,9 +81,11 @@ def listen_message() -> bytes:
 
 
 def changed_pids(datagram: bytes) -> set[int]:
-    """The pids an events datagram says have called exec or exited (pid and tgid
-    both: an exec by a thread other than the leader takes over the leader's pid).
-    Events of any other kind, and truncated messages, are skipped."""
+    """The pids an events datagram says have called exec or exited. An exec names
+    pid and tgid both (an exec by a thread other than the leader takes over the
+    leader's pid); an exit counts only for a process (pid == tgid): QEMU's worker
+    threads come and go without changing its command line. Events of any other
+    kind, and truncated messages, are skipped."""
     pids: set[int] = set()
     offset = 0
     while offset + _NLMSGHDR.size <= len(datagram):
@@ -79,14 +94,19 @@ def changed_pids(datagram: bytes) -> set[int]:
             break
         if length >= _PIDS_AT + _EVENT_PIDS.size:
             what = _EVENT_HEAD.unpack_from(datagram, offset + _EVENT_AT)[0]
-            if what in (PROC_EVENT_EXEC, PROC_EVENT_EXIT):
+            if what == PROC_EVENT_EXEC:
                 pids.update(_EVENT_PIDS.unpack_from(datagram, offset + _PIDS_AT))
+            elif what == PROC_EVENT_EXIT:
+                pid, tgid = _EVENT_PIDS.unpack_from(datagram, offset + _PIDS_AT)
+                if pid == tgid:
+                    pids.add(pid)
         offset += (length + 3) & ~3
     return pids
 
 
 def open_events(buffer_bytes: int = EVENTS_BUFFER_BYTES) -> socket.socket:
-    """A non-blocking socket subscribed to process events; OSError if refused."""
+    """A non-blocking socket subscribed to process events; OSError if refused, or
+    if the events of a process started to try it do not arrive."""
     sock = socket.socket(
         socket.AF_NETLINK, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK, NETLINK_CONNECTOR
     )
@@ -94,10 +114,40 @@ def open_events(buffer_bytes: int = EVENTS_BUFFER_BYTES) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
         sock.bind((0, CN_IDX_PROC))
         sock.send(listen_message())
+        _confirm(sock)
     except OSError:
         sock.close()
         raise
     return sock
+
+
+def _confirm(sock: socket.socket) -> None:
+    """Start a short process and wait for its exit event. The kernel accepts a
+    subscription from a pid or user namespace other than the first and then sends
+    nothing; a table trusting that socket would never see an exec."""
+    true = next((p for p in _TRUE_PATHS if os.access(p, os.X_OK)), None)
+    if true is None:
+        raise OSError(errno.ENOENT, "no true(1) to try the process events with")
+    pid = os.posix_spawn(true, [true], {})
+    with contextlib.suppress(ChildProcessError):  # reaped by someone else: fine
+        os.waitpid(pid, 0)
+    deadline = time.monotonic() + _CONFIRM_SECONDS
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    while (left := deadline - time.monotonic()) > 0:
+        if not poller.poll(left * 1000):
+            break
+        try:
+            datagram = sock.recv(65536)
+        except BlockingIOError:
+            continue
+        except OSError as exc:
+            if exc.errno == errno.ENOBUFS:
+                return  # more events arrived than fit: they do arrive
+            raise
+        if pid in changed_pids(datagram):
+            return
+    raise OSError(errno.ETIMEDOUT, "no process events arrived (another pid or user namespace?)")
 
 
 def read_proc(pid: int, name: str) -> bytes:
@@ -176,6 +226,7 @@ class ProcessTable:
         self._owner = 0  # the pid that subscribed: a forked child must not trust it
         self.overflows = 0  # times events were lost and the table started over
         self.last_reads = 0  # command lines the last scan read (the rest were kept)
+        self._refreshed = 0.0  # monotonic: when everything kept was last dropped
 
     @property
     def subscribed(self) -> bool:
@@ -240,6 +291,9 @@ class ProcessTable:
             self._seen = {}
             return False
         assert self._events is not None
+        now = time.monotonic()
+        if now - self._refreshed >= REFRESH_SECONDS:
+            self._seen, self._refreshed = {}, now  # read everything again (REFRESH_SECONDS)
         while True:
             try:
                 datagram = self._events.recv(65536)

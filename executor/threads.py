@@ -133,15 +133,15 @@ class DaemonThreads:
     def _run(self, reply: _Reply, work: Callable[[], Any]) -> None:
         try:
             result = work()
-        except Exception as exc:
-            error: Exception | None = exc
+        except BaseException as exc:  # the caller hears of it, whatever it is
+            error: BaseException | None = exc
             result = None
         else:
             error = None
         finally:
             with self._lock:
                 self._in_flight -= 1
-        reply.send(result, error)
+        reply.send(result, error)  # the caller raises it; this thread serves on
 
 
 class _LoopReply:
@@ -152,7 +152,7 @@ class _LoopReply:
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]) -> None:
         self._loop, self._future = loop, future
 
-    def send(self, result: Any, error: Exception | None) -> None:
+    def send(self, result: Any, error: BaseException | None) -> None:
         future = self._future
 
         def deliver() -> None:
@@ -176,9 +176,9 @@ class _BlockingReply:
         self._done = threading.Lock()
         self._done.acquire()
         self.value: Any = None
-        self.error: Exception | None = None
+        self.error: BaseException | None = None
 
-    def send(self, result: Any, error: Exception | None) -> None:
+    def send(self, result: Any, error: BaseException | None) -> None:
         self.value, self.error = result, error
         self._done.release()
 

@@ -376,5 +376,17 @@ async def gather_taps(sources: CheckSources) -> TapEvidence:
         taps = await off_loop(_tap_links, sources)
     except OSError as exc:
         return TapEvidence(sources.node, error=str(exc))
-    claimed = {tap: name for name, domain_taps in domains.items() for tap in domain_taps}
+    claimed = _claimed_taps(domains)
+    if any(tap.name not in claimed for tap in taps):
+        # The listing may be the orphan part's, from before the links were read: a
+        # domain started since would leave its tap looking leaked. Ask again.
+        try:
+            claimed = _claimed_taps(await _read_claiming_domains(sources))
+        except LibvirtUnavailable as exc:
+            return TapEvidence(sources.node, libvirt_error=str(exc))
     return TapEvidence(sources.node, tuple(taps), claimed)
+
+
+def _claimed_taps(domains: dict[str, list[str]]) -> dict[str, str]:
+    """tap -> the domain whose XML names it."""
+    return {tap: name for name, domain_taps in domains.items() for tap in domain_taps}

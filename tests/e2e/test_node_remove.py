@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from .conftest import DevCluster, wait_for
+from novaops.pki.identity import Identity, Role
+from novaops.pki.issue import CertificateAuthority
+
+from .conftest import DevCluster, novaops, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -61,6 +65,23 @@ def test_a_node_that_is_up_is_not_removed(three: DevCluster) -> None:
     assert refused.returncode == 5, refused.stdout + refused.stderr
     assert "node-1 is up" in refused.stderr and "stop its executor first" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1  # one line, no traceback
+    assert "node-1" in nodes(three)
+
+
+def test_only_an_admin_removes_nodes(three: DevCluster, tmp_path: Path) -> None:
+    ca = CertificateAuthority.load(three.state_dir / "certs")
+    files = ca.issue(Identity(Role.OPERATOR, "olga"), tmp_path)
+    controllers = next(
+        line for line in three.config.read_text().splitlines() if line.startswith("controllers")
+    )
+    config = tmp_path / "operator.toml"
+    config.write_text(
+        f'{controllers}\n[tls]\nca = "{three.state_dir}/certs/ca.pem"\n'
+        f'cert = "{files.cert}"\nkey = "{files.key}"\n'
+    )
+    refused = novaops("--config", str(config), "node", "remove", "node-1", "--reason", "x")
+    assert refused.returncode == 5, refused.stderr
+    assert "needs the admin role; caller is operator:olga" in refused.stderr
     assert "node-1" in nodes(three)
 
 

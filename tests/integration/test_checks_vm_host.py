@@ -27,12 +27,14 @@ from novaops.executor.checks.domains import (
     FakeDomainSource,
     LibvirtDomainSource,
 )
+from novaops.executor.checks.links import LinkInfo
 from novaops.executor.checks.model import CheckResult, Status
 from novaops.executor.checks.runner import (
     DiagnoseTarget,
     TargetKind,
     run_diagnose,
     run_health_checks,
+    run_parts,
 )
 from novaops.executor.checks.sources import CheckSources, CheckTimings
 from novaops.executor.hostroot import HostRoot
@@ -392,3 +394,28 @@ async def test_one_diagnosis_lists_the_domains_with_their_xml_once(tmp_path: Pat
         assert len(listings) == 3
     finally:
         await source.close()
+
+
+async def test_a_tap_of_a_domain_started_after_the_shared_listing_is_not_leaked(
+    tmp_path: Path,
+) -> None:
+    # The tap part takes the orphan part's listing; a domain that started after it,
+    # before the links were read, has its listing read again instead of a FAIL.
+    source = FakeDomainSource()
+    record = DomainRecord("late-vm", "uuid-late", 1, "booted", 2, 1048576, True, False)
+
+    def links_after_a_start() -> list[LinkInfo]:
+        source.domains["late-vm"] = (record, _domain("late-vm", "vnet7"))
+        return [LinkInfo("vnet7", "tun", "virbr0", True)]
+
+    sources = CheckSources(
+        node="n1", root=HostRoot(tmp_path), domains=source, links=links_after_a_start
+    )
+    taps = _by_id(await run_parts(("host.orphans", "host.taps"), sources))["host.taps"]
+    assert taps.status is Status.OK, taps.summary
+    assert taps.summary == "1 tap(s), each attached to a domain"
+    # A tap no domain names is still reported, after the second look.
+    source.domains.clear()
+    sources.links = lambda: [LinkInfo("vnet9", "tun", "virbr0", True)]
+    taps = _by_id(await run_parts(("host.orphans", "host.taps"), sources))["host.taps"]
+    assert taps.status is Status.FAIL and "vnet9" in taps.summary

@@ -8,6 +8,7 @@ only the exec event can tell a table that keeps what it read.
 from __future__ import annotations
 
 import os
+import signal
 import struct
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from novaops.executor import proctable
 from novaops.executor.proctable import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
@@ -100,7 +102,13 @@ def test_a_kept_process_that_calls_exec_is_read_again(table: ProcessTable, child
 def test_an_exited_process_leaves_the_table(table: ProcessTable, child: Child) -> None:
     child.exec_now()
     assert child.pid in pids(table)
-    child.stop()
+    # Killed but not reaped: /proc/<pid> stays, with the same inode, so only the
+    # exit event can tell the table (a zombie's command line reads empty).
+    os.kill(child.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        assert time.monotonic() < deadline, "the child did not become a zombie"
+        time.sleep(0.01)
     assert child.pid not in pids(table)
 
 
@@ -138,7 +146,22 @@ def _event(what: int, pid: int, tgid: int) -> bytes:
 
 def test_events_are_parsed_exec_and_exit_only() -> None:
     fork = 0x00000001
-    datagram = _event(PROC_EVENT_EXEC, 7, 7) + _event(fork, 8, 8) + _event(PROC_EVENT_EXIT, 9, 3)
-    assert changed_pids(datagram) == {7, 9, 3}
+    datagram = _event(PROC_EVENT_EXEC, 7, 7) + _event(fork, 8, 8) + _event(PROC_EVENT_EXIT, 9, 9)
+    assert changed_pids(datagram) == {7, 9}
     assert changed_pids(datagram[:-10]) == {7}  # a truncated last message is skipped
     assert changed_pids(b"") == set()
+    # An exec by a thread takes over its leader's pid; a thread's exit changes nothing.
+    threads = _event(PROC_EVENT_EXEC, 12, 11) + _event(PROC_EVENT_EXIT, 14, 13)
+    assert changed_pids(threads) == {12, 11}
+
+
+def test_the_table_reads_everything_again_after_the_refresh_interval(
+    table: ProcessTable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pids(table)
+    full_scan = table.last_reads
+    pids(table)
+    assert table.last_reads < full_scan / 2
+    monkeypatch.setattr(proctable, "REFRESH_SECONDS", 0.0)
+    pids(table)
+    assert table.last_reads >= full_scan * 0.8

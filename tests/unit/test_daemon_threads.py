@@ -133,3 +133,17 @@ async def test_without_a_scope_every_read_is_fresh() -> None:
 
     await _on_a_part_thread(later_scope)
     assert reads.count == 5
+
+
+def test_work_that_raises_a_base_exception_answers_the_caller_at_once() -> None:
+    # Not after the whole timeout, as "no answer": the caller gets what happened.
+    pool = DaemonThreads("test-call-base", max_in_flight=1, idle_seconds=0.5)
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        pool.call(interrupted, 10)
+    assert time.monotonic() - started < 5
+    assert pool.call(lambda: 5, 5) == 5  # its slot was given back
