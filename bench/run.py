@@ -143,20 +143,43 @@ def table(figures: list[Figure], floor: Figure) -> str:
     return "\n".join(rows)
 
 
-# Before each benchmark: wait (up to QUIET_MAX_SECONDS) until the 1-minute load
-# average is below QUIET_LOAD, so a benchmark does not measure the previous one's
-# teardown (50 executor processes exiting, say).
-QUIET_LOAD = 0.5
+# Before each benchmark: wait (up to QUIET_MAX_SECONDS) until the machine's CPUs
+# were busy less than QUIET_BUSY of a QUIET_WINDOW_SECONDS window, so a benchmark
+# does not measure the previous one's teardown (50 executor processes exiting,
+# say). Measured from /proc/stat, not the load average: that lags by minutes
+# (a run once started at load 5 after 120 s of waiting).
+QUIET_BUSY = 0.10
+QUIET_WINDOW_SECONDS = 2.0
 QUIET_MAX_SECONDS = 120.0
 
 
+def _cpu_times() -> tuple[int, int]:
+    """(idle, total) jiffies of all CPUs, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return idle, sum(fields[:8])
+
+
+def busy_share(window: float) -> float:
+    """The share of all CPUs' time spent busy over the next ``window`` seconds."""
+    idle_before, total_before = _cpu_times()
+    time.sleep(window)
+    idle_after, total_after = _cpu_times()
+    total = max(1, total_after - total_before)
+    return 1.0 - (idle_after - idle_before) / total
+
+
 def wait_for_quiet() -> float:
-    """Seconds waited for the machine to settle; the load average is printed."""
+    """Seconds waited for the machine to settle; the busy share is printed."""
     start = time.perf_counter()
-    while os.getloadavg()[0] >= QUIET_LOAD and time.perf_counter() - start < QUIET_MAX_SECONDS:
-        time.sleep(2)
+    busy = busy_share(QUIET_WINDOW_SECONDS)
+    while busy >= QUIET_BUSY and time.perf_counter() - start < QUIET_MAX_SECONDS:
+        busy = busy_share(QUIET_WINDOW_SECONDS)
     waited = time.perf_counter() - start
-    print(f"bench: load {os.getloadavg()[0]:.2f} after waiting {waited:.0f}s", flush=True)
+    print(
+        f"bench: CPUs {busy:.0%} busy (load {os.getloadavg()[0]:.2f}) after waiting {waited:.0f}s",
+        flush=True,
+    )
     return waited
 
 
