@@ -27,7 +27,7 @@ from novaops.controller.fleet import FleetServicer
 from novaops.controller.operations import AutomationServicer, QuarantineServicer, actor
 from novaops.controller.quarantine import record_synced_hooks
 from novaops.controller.registry import HealthReports, ReportedHealth
-from novaops.controller.store.base import NodeRecord, NodeRegistration, StoreError
+from novaops.controller.store.base import NodeRecord, NodeRegistration, Removal, StoreError
 from novaops.pki.identity import Role
 from novaops.v1 import common_pb2, controller_pb2, controller_pb2_grpc
 
@@ -242,11 +242,10 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
     async def RemoveNode(
         self, request: controller_pb2.RemoveNodeRequest, context: AioContext
     ) -> controller_pb2.RemoveNodeResponse:
-        """Forget a decommissioned node (see the proto). The checks and the delete
-        are not one transaction: a node that heartbeats in between is removed
-        while up, and its next heartbeat (known: false) registers it again; a
-        quarantine decided in between stays recorded for a node no longer
-        registered. Two replicas removing the same node at once both record it."""
+        """Forget a decommissioned node (see the proto). The store checks "down and
+        not quarantined" and deletes in one transaction; the checks here come first
+        for their messages (and the dry run). Two replicas removing the same node
+        at once both record it."""
         identity = await require(context, Role.ADMIN, insecure=self.ctx.insecure)
         node, reason = request.node, request.reason.strip()
         if not node or not reason:
@@ -280,17 +279,32 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
         # From here the removal happens whole: a caller that gives up (its deadline)
         # must not leave the node removed without its event.
         try:
-            return await asyncio.shield(self._remove(record, reason, actor(identity)))
+            outcome = await asyncio.shield(self._remove(record, reason, actor(identity)))
         except StoreError as exc:
             await store_call_failed(context, exc)
+        if isinstance(outcome, Removal):  # it changed since the checks above
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{node} came up while being removed: stop its executor first"
+                if outcome is Removal.UP
+                else f"{node} was quarantined while being removed: lift it first, then remove it",
+            )
+        return controller_pb2.RemoveNodeResponse(
+            removed=True,
+            message=f"{node} removed from the registry ({_last_seen(record)})",
+            event_id=outcome,
+        )
 
-    async def _remove(
-        self, record: NodeRecord, reason: str, who: str
-    ) -> controller_pb2.RemoveNodeResponse:
+    async def _remove(self, record: NodeRecord, reason: str, who: str) -> Removal | str:
+        """Removal.UP or QUARANTINED when that changed since the caller's check; else
+        the node is gone and the id of its node.removed event is returned."""
         node = record.name
-        # False: the record went in the meantime (another replica's removal, or
-        # this delete resent by the etcd client after a timeout): removed either way.
-        await self.ctx.store.remove_node(node)
+        # Checked and deleted in one store transaction. UNKNOWN: the record went in
+        # the meantime (another replica's removal, or this delete resent by the etcd
+        # client after a timeout): removed either way.
+        outcome = await self.ctx.store.remove_down_node(node)
+        if outcome in (Removal.UP, Removal.QUARANTINED):
+            return outcome
         self.reports.forget(node)
         try:
             shared = any(r.address == record.address for r in await self.ctx.store.list_nodes())
@@ -305,11 +319,7 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
             attributes={"actor": who, "reason": reason, "address": record.address},
         )
         log.info("node %s removed by %s: %s", node, who, reason)
-        return controller_pb2.RemoveNodeResponse(
-            removed=True,
-            message=f"{node} removed from the registry ({_last_seen(record)})",
-            event_id=event,
-        )
+        return event
 
     async def WatchEvents(
         self, request: controller_pb2.WatchEventsRequest, context: AioContext

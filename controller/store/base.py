@@ -49,6 +49,17 @@ class AnyRecord(enum.Enum):
 
 
 ANY_RECORD = AnyRecord.ANY
+
+
+class Removal(enum.Enum):
+    """What :meth:`Store.remove_down_node` found, and did only for REMOVED."""
+
+    REMOVED = "removed"
+    UNKNOWN = "unknown"  # no such node (or it was removed just before)
+    UP = "up"  # its liveness lease is alive
+    QUARANTINED = "quarantined"  # a quarantine record exists
+
+
 # What a conditional quarantine write expects the node's current record to be:
 # these exact bytes, None for "no record", or ANY_RECORD for no condition.
 ExpectedRecord = bytes | None | AnyRecord
@@ -173,6 +184,11 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def remove_node(self, name: str) -> bool:
         """Forget a node (record and liveness); False if it was unknown."""
+
+    @abc.abstractmethod
+    async def remove_down_node(self, name: str) -> Removal:
+        """Forget a node only if it is down and not quarantined, in one atomic step
+        (no heartbeat or quarantine can land between the check and the delete)."""
 
     # -- leader election -----------------------------------------------------
 

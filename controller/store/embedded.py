@@ -36,6 +36,7 @@ from novaops.controller.store.base import (
     LeaderTerm,
     NodeRecord,
     NodeRegistration,
+    Removal,
     Store,
     StoreError,
     StoreLocked,
@@ -352,6 +353,22 @@ class EmbeddedStore(Store):
     async def remove_node(self, name: str) -> bool:
         def op(db: sqlite3.Connection) -> bool:
             return db.execute("DELETE FROM nodes WHERE name = ?", (name,)).rowcount > 0
+
+        return await self._run(op)
+
+    async def remove_down_node(self, name: str) -> Removal:
+        now = self._clock.wall()
+
+        def op(db: sqlite3.Connection) -> Removal:  # one transaction: check, then delete
+            row = db.execute("SELECT expires_at FROM nodes WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return Removal.UNKNOWN
+            if row[0] is not None and now < float(row[0]):
+                return Removal.UP
+            if db.execute("SELECT 1 FROM quarantine WHERE node = ?", (name,)).fetchone():
+                return Removal.QUARANTINED
+            db.execute("DELETE FROM nodes WHERE name = ?", (name,))
+            return Removal.REMOVED
 
         return await self._run(op)
 

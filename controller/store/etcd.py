@@ -49,6 +49,7 @@ from novaops.controller.store.base import (
     LeaderTerm,
     NodeRecord,
     NodeRegistration,
+    Removal,
     Store,
     StoreError,
     StoreUnavailable,
@@ -422,6 +423,33 @@ class EtcdStore(Store):
         self._node_leases.pop(name, None)
         deleted = response["responses"][0].get("response_delete_range", {}).get("deleted", 0)
         return int(deleted) > 0
+
+    async def remove_down_node(self, name: str) -> Removal:
+        return await asyncio.to_thread(self._remove_down_node_sync, name)
+
+    def _remove_down_node_sync(self, name: str) -> Removal:
+        keys = [self._key(group, name) for group in ("nodes", "alive", "seen")]
+        quarantine_key = self._key("quarantine", name)
+        response = self._txn(
+            compare=[
+                _compare(keys[0], "CREATE", 0, "GREATER"),  # registered
+                _compare(keys[1], "CREATE", 0),  # no live lease key: down
+                _compare(quarantine_key, "CREATE", 0),  # no quarantine record
+            ],
+            success=[_delete(key) for key in keys],
+            failure=[_range(keys[0]), _range(keys[1]), _range(quarantine_key)],
+        )
+        if response.get("succeeded"):
+            self._node_leases.pop(name, None)
+            return Removal.REMOVED
+        record, alive, quarantine = (_one(r) for r in response["responses"])
+        if record is None:
+            return Removal.UNKNOWN
+        if alive is not None:
+            return Removal.UP
+        if quarantine is not None:
+            return Removal.QUARANTINED
+        raise StoreError(f"removing {name}: the transaction failed but no condition did")
 
     # -- leader election -----------------------------------------------------
 

@@ -20,6 +20,7 @@ from novaops.controller.store.base import (
     LeaderTerm,
     NodeRecord,
     NodeRegistration,
+    Removal,
     Store,
     StoreError,
     check_expected,
@@ -127,6 +128,17 @@ class MemoryStore(Store):
             return False
         self._bump()
         return True
+
+    async def remove_down_node(self, name: str) -> Removal:
+        record = self._nodes.get(name)
+        if record is None:
+            return Removal.UNKNOWN
+        if self._with_liveness(record).up:
+            return Removal.UP
+        if name in self._quarantines:
+            return Removal.QUARANTINED
+        await self.remove_node(name)
+        return Removal.REMOVED
 
     # -- leader election -----------------------------------------------------
 

@@ -26,6 +26,7 @@ from novaops.controller.store.base import (
     HistoryEntry,
     NodeRegistration,
     QuarantineConflict,
+    Removal,
     StoreError,
     StoreLocked,
     StoreUnavailable,
@@ -686,3 +687,28 @@ async def test_heartbeat_with_quarantine_answers_the_nodes_own_record(backend: B
         True,
         b"record-2",
     )
+
+
+async def test_remove_down_node_checks_and_deletes_in_one_step(backend: Backend) -> None:
+    store = backend.store
+    for name in ("node-up", "node-down", "node-held"):
+        await store.register_node(registration(name))
+    await store.heartbeat("node-up", LEASE_TTL, HEALTHY)
+    term = await store.campaign("ctl-0", "127.0.0.1:1", LEASE_TTL)
+    assert term is not None
+    await store.put_quarantine("node-held", b"record", b"history", term)
+
+    assert await store.remove_down_node("node-up") is Removal.UP
+    assert await store.remove_down_node("node-held") is Removal.QUARANTINED
+    assert await store.remove_down_node("ghost") is Removal.UNKNOWN
+    assert await store.remove_down_node("node-down") is Removal.REMOVED
+    assert await store.remove_down_node("node-down") is Removal.UNKNOWN
+    assert [n.name for n in await store.list_nodes()] == ["node-held", "node-up"]
+    assert await store.heartbeat("node-down", LEASE_TTL, HEALTHY) is False
+
+    # Once its lease lapses, a node that was up is down and may go.
+    async def removed() -> bool:
+        return await store.remove_down_node("node-up") is Removal.REMOVED
+
+    await backend.until(removed, LEASE_TTL * 5, "node-up's lease should lapse")
+    assert [n.name for n in await store.list_nodes()] == ["node-held"]
