@@ -23,7 +23,7 @@ Without the connector (no ``CAP_NET_ADMIN``, a network namespace other than the
 host's, a kernel without ``CONFIG_PROC_EVENTS``), every scan reads every
 process, as it did before the table existed. A subscription from another pid or
 user namespace is accepted by the kernel but gets no events, so subscribing
-starts a short process and waits for its exit event before trusting the socket.
+starts a short process and waits for one of its events before trusting the socket.
 
 Known limit: a process that rewrites its own argv in place (``setproctitle``)
 without calling exec keeps, here, the command line it had when first read.
