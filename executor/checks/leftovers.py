@@ -304,12 +304,31 @@ def _scan_orphan_evidence(sources: CheckSources, domains: dict[str, list[str]]) 
     return OrphanEvidence(sources.node, tuple(processes), claimed)
 
 
+def _claim_again(
+    sources: CheckSources, scanned: OrphanEvidence, domains: dict[str, list[str]]
+) -> OrphanEvidence:
+    """The scanned processes against a newer listing and the pid files as they are now."""
+    pid_files = read_pid_files(sources.root)
+    claimed = {name: pid_files.get(name) for name in domains}
+    return OrphanEvidence(sources.node, scanned.processes, claimed)
+
+
 async def gather_orphans(sources: CheckSources) -> OrphanEvidence:
     try:
         domains = await _claiming_domains(sources)
     except LibvirtUnavailable as exc:
         return OrphanEvidence(sources.node, libvirt_error=str(exc))
-    return await off_loop(_scan_orphan_evidence, sources, domains)
+    evidence = await off_loop(_scan_orphan_evidence, sources, domains)
+    if find_orphans(evidence):
+        # The listing predates the process scan (and may be the tap part's): a
+        # domain started in between would leave its QEMU looking orphaned. Ask again;
+        # a process no domain claims after that is reported.
+        try:
+            domains = await _read_claiming_domains(sources)
+        except LibvirtUnavailable as exc:
+            return OrphanEvidence(sources.node, libvirt_error=str(exc))
+        evidence = await off_loop(_claim_again, sources, evidence, domains)
+    return evidence
 
 
 def _walk_lock_files(root: HostRoot) -> list[str]:

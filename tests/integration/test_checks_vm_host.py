@@ -419,3 +419,39 @@ async def test_a_tap_of_a_domain_started_after_the_shared_listing_is_not_leaked(
     sources.links = lambda: [LinkInfo("vnet9", "tun", "virbr0", True)]
     taps = _by_id(await run_parts(("host.orphans", "host.taps"), sources))["host.taps"]
     assert taps.status is Status.FAIL and "vnet9" in taps.summary
+
+
+async def test_a_qemu_of_a_domain_started_after_the_listing_is_not_an_orphan(
+    tmp_path: Path,
+) -> None:
+    # The orphan part lists the domains, then scans the processes; a domain that
+    # started in between has its QEMU claimed on a second look instead of a FAIL.
+    root = tmp_path / "root"
+    (root / "run/libvirt/qemu").mkdir(parents=True)
+    source = FakeDomainSource()
+    record = DomainRecord("late-vm", "uuid-late", 1, "booted", 2, 1048576, True, False)
+    listed = source.domains_with_xml
+
+    async def listing_before_a_start(states: frozenset[int]) -> list[tuple[DomainRecord, str]]:
+        before = await listed(states)
+        source.domains["late-vm"] = (record, _domain("late-vm", "vnet7"))
+        return before
+
+    source.domains_with_xml = listing_before_a_start  # type: ignore[method-assign]
+    procs = [_standin(root, "late-vm", "n1")]
+    try:
+        (root / "run/libvirt/qemu/late-vm.pid").write_text(f"{procs[0].pid}\n")
+        sources = CheckSources(node="n1", root=HostRoot(root), domains=source)
+        orphans = _by_id(await run_parts(("host.orphans",), sources))["host.orphans"]
+        assert orphans.status is Status.OK, orphans.summary
+        assert orphans.summary == "1 QEMU process(es), each claimed by a domain"
+        # A QEMU no domain claims is still reported, after the second look.
+        procs.append(_standin(root, "ghost-3", "n1"))
+        orphans = _by_id(await run_parts(("host.orphans",), sources))["host.orphans"]
+        assert orphans.status is Status.FAIL
+        assert f"orphan.{procs[1].pid}" in orphans.evidence
+        assert f"orphan.{procs[0].pid}" not in orphans.evidence
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(timeout=30)
