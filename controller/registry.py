@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+
+from novaops.controller.clock import Clock, SystemClock
 
 # A heartbeat a little late (a GC pause, a busy event loop) must not mark a node
 # down: the grace is half an interval, capped so slow intervals stay responsive.
@@ -35,6 +37,7 @@ class ReportedHealth:
 
     failing_checks: tuple[str, ...]
     checked_at: float | None  # wall seconds of the node's check run, if any
+    received: float = 0.0  # wall seconds this replica recorded it (set by HealthReports)
 
 
 class HealthReports:
@@ -42,16 +45,26 @@ class HealthReports:
 
     In memory only: the store keeps the verdict (NodeRecord.health), not the
     check ids, so a replica that does not receive a node's heartbeats has none.
+    A report older than the node's last heartbeat in the store by more than
+    ``skew`` seconds is stale and not shown: the node heartbeats to another replica
+    now (a failover), or it was removed there and a node of that name registered
+    again. ``skew`` allows for the replicas' clocks differing.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock | None = None, skew: float = 1.0) -> None:
         self._by_node: dict[str, ReportedHealth] = {}
+        self._clock = clock if clock is not None else SystemClock()
+        self.skew = skew
 
     def record(self, node: str, report: ReportedHealth) -> None:
-        self._by_node[node] = report
+        self._by_node[node] = replace(report, received=self._clock.wall())
 
-    def get(self, node: str) -> ReportedHealth | None:
-        return self._by_node.get(node)
+    def current(self, node: str, last_heartbeat: float | None) -> ReportedHealth | None:
+        """The node's report unless a later heartbeat went elsewhere (see the class)."""
+        report = self._by_node.get(node)
+        if report is None or last_heartbeat is None:
+            return report
+        return report if last_heartbeat - report.received <= self.skew else None
 
     def forget(self, node: str) -> None:
         self._by_node.pop(node, None)

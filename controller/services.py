@@ -8,6 +8,7 @@ removal) are served by any replica; leadership transfer needs the leader.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -144,7 +145,7 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
         infos = []
         for record in records:
             info = node_info(record, record.name in quarantines)
-            report = self.reports.get(record.name)
+            report = self.reports.current(record.name, record.last_heartbeat)
             if report is not None:
                 info.failing_checks.extend(report.failing_checks)
                 if report.checked_at is not None:
@@ -259,7 +260,7 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
         except StoreError as exc:
             await store_call_failed(context, exc)
         if record is None:
-            await context.abort(grpc.StatusCode.NOT_FOUND, f"no node named {node!r} is registered")
+            await context.abort(grpc.StatusCode.NOT_FOUND, await self._not_registered(node))
         if record.up:
             await context.abort(
                 grpc.StatusCode.FAILED_PRECONDITION,
@@ -293,6 +294,26 @@ class ClusterServicer(controller_pb2_grpc.ClusterServiceServicer):
             removed=True,
             message=f"{node} removed from the registry ({_last_seen(record)})",
             event_id=outcome,
+        )
+
+    async def _not_registered(self, node: str) -> str:
+        """Why ``node`` cannot be removed when it is not registered, naming its last
+        removal when the event log still has one (a retry after a deadline, on this
+        replica or another, or someone else was first)."""
+        message = f"no node named {node!r} is registered"
+        last = None
+        try:
+            async for event in self.ctx.events.follow(0, {"node.removed"}, follow=False):
+                if event.node == node:
+                    last = event
+        except StoreError:
+            return message
+        if last is None:
+            return message
+        when = dt.datetime.fromtimestamp(last.at.seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return (
+            f"{message}: it was removed at {when} by {last.attributes.get('actor', '?')} "
+            f"({last.attributes.get('reason', '')}; event {last.id})"
         )
 
     async def _remove(self, record: NodeRecord, reason: str, who: str) -> Removal | str:
@@ -344,7 +365,9 @@ def _last_seen(record: NodeRecord) -> str:
 
 
 def add_servicers(server: grpc.aio.Server, ctx: ControllerContext) -> None:
-    reports = HealthReports()  # heartbeats fill it, node views read it
+    # Heartbeats fill it, node views read it; a report is stale once the node's
+    # store record has a heartbeat an interval later (at least a second) than it.
+    reports = HealthReports(skew=max(1.0, ctx.config.heartbeat_interval_ms / 1000))
     controller_pb2_grpc.add_RegistryServiceServicer_to_server(
         RegistryServicer(ctx, reports), server
     )

@@ -117,8 +117,14 @@ def test_a_stopped_node_leaves_the_registry_and_the_fan_out(three: DevCluster) -
     assert events[0]["attributes"]["reason"] == "decommissioned"
     assert events[0]["attributes"]["actor"].startswith("admin:")
 
+    # Again (a retry after a deadline, or someone else was first): refused, naming
+    # the removal that happened.
     again = three.cli("node", "remove", "node-3", "--reason", "decommissioned")
-    assert again.returncode == 5 and "no node named 'node-3'" in again.stderr
+    assert again.returncode == 5 and "no node named 'node-3' is registered" in again.stderr
+    assert " by admin:" in again.stderr and f"(decommissioned; event {removal['event_id']})" in (
+        again.stderr
+    )
+    assert len(again.stderr.strip().splitlines()) == 1
 
 
 def test_a_quarantined_node_is_released_before_it_is_removed(three: DevCluster) -> None:

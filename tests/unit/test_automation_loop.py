@@ -455,6 +455,34 @@ async def test_recovery_cut_off_by_a_failover_is_judged_by_the_next_poll() -> No
     assert second.automation.policy.state.node("n1") == NodePolicyState()
 
 
+async def test_a_removed_node_leaves_no_counters_behind() -> None:
+    """`node remove` (any replica) deletes the record; the leader's next poll drops
+    the node's counters and clears its setting, so a host registered again under
+    the name starts afresh, on this leader and on the next."""
+    cluster = await make_cluster(3)
+    n1 = cluster.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    n1.recover_outcome = "failed"
+
+    async def failed_once() -> bool:
+        return len(await cluster.events_of("recovery.failed")) == 1
+
+    await cluster.until(failed_once)
+    await cluster.automation.wait_idle()
+    assert (await node_memory_stored(cluster, "n1"))["failed_recoveries"] == 1
+    assert await cluster.store.remove_node("n1")
+    await cluster.turn()
+    assert await cluster.store.get_setting(node_setting_key("n1")) == b""
+    assert "n1" not in cluster.automation.policy.state.nodes
+    await cluster.store.register_node(NodeRegistration("n1", "addr-n1"))
+    await cluster.store.heartbeat("n1", 3600, 1)
+    n1.checks = []  # the new host passes
+    second = Harness(cluster.store, cluster.executors, cluster.automation.config)
+    await fail_over(cluster, second)
+    await second.automation.step()
+    assert second.automation.policy.state.node("n1") == NodePolicyState()
+
+
 async def test_counters_a_store_outage_kept_from_being_written_follow_later() -> None:
     cluster = await make_cluster(3, store=FlakyStore(FakeClock()))
     store = cluster.store

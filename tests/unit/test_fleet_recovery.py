@@ -304,3 +304,41 @@ async def test_the_leader_also_puts_the_synced_hooks_in_the_history_entry() -> N
     await registry.Heartbeat(beat, cast(Any, FakeContext()))
     (again,) = await store.get_history("n1")
     assert HistoryDetails.decode(again.details) == details
+
+
+async def test_a_replica_drops_its_report_once_the_node_heartbeats_elsewhere() -> None:
+    """Two replicas on one store: the node's failing checks reported to A stop
+    showing in A's node views once the node heartbeats to B instead (a failover, or
+    the node removed and a node of that name registered again there)."""
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    await store.register_node(NodeRegistration("n1", "addr-n1"))
+    ctx = context_for(store, None, FakeExecutor())
+    context = cast(Any, FakeContext())
+    reports_a, reports_b = HealthReports(clock, skew=1.0), HealthReports(clock, skew=1.0)
+    replica_a, replica_b = RegistryServicer(ctx, reports_a), RegistryServicer(ctx, reports_b)
+    view_a = ClusterServicer(ctx, reports_a)
+    failing = controller_pb2.HeartbeatRequest(
+        node="n1", health=common_pb2.HEALTH_STATUS_UNHEALTHY, failing_checks=["host.orphans"]
+    )
+
+    async def failing_on_a() -> list[str]:
+        [node] = (await view_a.ListNodes(controller_pb2.ListNodesRequest(), context)).nodes
+        return list(node.failing_checks)
+
+    await replica_a.Heartbeat(failing, context)
+    clock.advance(0.9)
+    assert await failing_on_a() == ["host.orphans"]
+    await replica_b.Heartbeat(  # within the skew: A's report still stands
+        controller_pb2.HeartbeatRequest(node="n1", health=common_pb2.HEALTH_STATUS_HEALTHY),
+        context,
+    )
+    assert await failing_on_a() == ["host.orphans"]
+    clock.advance(1.0)
+    await replica_b.Heartbeat(
+        controller_pb2.HeartbeatRequest(node="n1", health=common_pb2.HEALTH_STATUS_HEALTHY),
+        context,
+    )
+    assert await failing_on_a() == []
+    await replica_a.Heartbeat(failing, context)  # back on A: its report is current again
+    assert await failing_on_a() == ["host.orphans"]
