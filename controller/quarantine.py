@@ -391,19 +391,21 @@ class QuarantineManager:
             previous_source=change.previous_source,
         )
         try:
-            if report.status != HOOKS_PENDING:
-                await self.store.annotate_history(sequence, details.encode(), term)
-                return
-            # The node may apply it from a heartbeat and report at any moment,
-            # to any replica (record_synced_hooks): the note is conditional on
-            # what was read, and keeps a reported outcome, adding our ids.
+            # The node may apply it from a heartbeat and report at any moment, to
+            # any replica (record_synced_hooks), also while our call was on its way
+            # (it then finds the change applied and runs no hooks: "none"). The
+            # note is conditional on what was read; over "pending" or "none" it
+            # keeps a reported outcome, adding our ids.
             for _ in range(CONFLICT_ATTEMPTS):
                 raw = await self._details_of(node, sequence)
                 if raw is None:
                     return
                 known = HistoryDetails.decode(raw)
                 noted = details
-                if known.hooks not in ("", HOOKS_PENDING):
+                if known.hooks not in ("", HOOKS_PENDING) and report.status in (
+                    HOOKS_PENDING,
+                    HOOKS_NONE,
+                ):
                     noted = HistoryDetails(
                         hooks=known.hooks,
                         hook_results=known.hook_results,

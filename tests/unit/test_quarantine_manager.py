@@ -26,7 +26,7 @@ from novaops.controller.store.base import (
     NodeRegistration,
 )
 from novaops.controller.store.memory import MemoryStore
-from novaops.v1 import common_pb2, controller_pb2
+from novaops.v1 import common_pb2, controller_pb2, executor_pb2
 
 from .controller_fakes import FakeContext, FakeExecutors, FakeRpcError, FakeStub
 
@@ -117,7 +117,7 @@ async def _unreachable(*args: object, **kwargs: object) -> None:
     raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
 
 
-def cut_off_n1(cluster: Cluster, apply: Callable[..., Awaitable[None]] = _unreachable) -> None:
+def cut_off_n1(cluster: Cluster, apply: Callable[..., Awaitable[object]] = _unreachable) -> None:
     """n1's ApplyQuarantine runs apply (by default: fails UNAVAILABLE)."""
     stub = FakeStub(cluster.executors.node("n1"))
     stub.ApplyQuarantine = apply  # type: ignore[assignment, method-assign]
@@ -163,6 +163,34 @@ async def test_a_heartbeat_report_that_beats_the_pending_note_is_kept() -> None:
     assert details.hook_results == ("10-drain: exit 3: drain API down",)
     (quarantine,) = await cluster.events_of("quarantine")
     (synced_event,) = await cluster.events_of("quarantine.synced")
+    assert quarantine.id in details.event_ids and synced_event.id in details.event_ids
+
+
+async def test_a_report_that_beats_a_direct_call_finding_nothing_to_do_is_kept() -> None:
+    """The node applies the change from a heartbeat and reports its hooks while the
+    leader's ApplyQuarantine is on its way; the call then finds the change applied
+    and runs no hooks ("none"). The entry keeps the node's reported outcome."""
+    cluster = await make_cluster(2)
+
+    async def applied_already(
+        *args: object, **kwargs: object
+    ) -> executor_pb2.ApplyQuarantineResult:
+        (entry,) = await cluster.store.get_history("n1")
+        parsed = common_pb2.QuarantineHistoryEntry()
+        parsed.ParseFromString(entry.payload)
+        synced = controller_pb2.SyncedQuarantine(quarantined=True, reason="disk")
+        synced.hook_results.append("10-drain: ok")
+        synced.since.FromSeconds(parsed.at.seconds)
+        assert await record_synced_hooks(cluster.events, "n1", synced, cluster.store)
+        return executor_pb2.ApplyQuarantineResult(node="n1", quarantined=True)
+
+    cut_off_n1(cluster, applied_already)
+    await cluster.quarantines.quarantine("n1", "disk", "operator:bob")
+    details = HistoryDetails.decode((await cluster.store.get_history("n1"))[0].details)
+    assert (details.hooks, details.hook_results) == ("ok", ("10-drain: ok",))
+    (quarantine,) = await cluster.events_of("quarantine")
+    (synced_event,) = await cluster.events_of("quarantine.synced")
+    assert quarantine.attributes["hooks"] == "none"  # what the call itself saw
     assert quarantine.id in details.event_ids and synced_event.id in details.event_ids
 
 
