@@ -36,6 +36,7 @@ class ControllerConfig:
     store: StoreConfig
     heartbeat_interval_ms: int = 1000
     missed_heartbeats_limit: int = 3
+    max_heartbeats_per_second: float = 50.0
     lease_ttl_seconds: int = 5
     per_node_ms: int = 5000
     overall_ms: int = 30000
@@ -62,6 +63,7 @@ class ControllerConfig:
             store=_store_config(doc.section("store", required=True)),
             heartbeat_interval_ms=ctl.int("heartbeat_interval_ms", 1000, minimum=50),
             missed_heartbeats_limit=ctl.int("missed_heartbeats_limit", 3, minimum=1),
+            max_heartbeats_per_second=ctl.float("max_heartbeats_per_second", 50.0),
             lease_ttl_seconds=election.int("lease_ttl_seconds", 5, minimum=2),
             per_node_ms=fanout.int("per_node_ms", 5000, minimum=10),
             overall_ms=fanout.int("overall_ms", 30000, minimum=10),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 import grpc
@@ -16,7 +16,7 @@ from novaops.controller.election import Elector
 from novaops.controller.events import EventLog
 from novaops.controller.executors import ExecutorPool
 from novaops.controller.quarantine import NotClean, NotLeader, QuarantineManager, UnknownNode
-from novaops.controller.registry import liveness_ttl
+from novaops.controller.registry import HeartbeatPacing
 from novaops.controller.store.base import (
     FencingError,
     LeaderRecord,
@@ -82,14 +82,19 @@ class ControllerContext:
     events: EventLog
     quarantines: QuarantineManager
     automation: Automation
+    # The heartbeat interval handed out now (it grows with the fleet) and its TTL.
+    pacing: HeartbeatPacing = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.pacing = HeartbeatPacing(
+            self.config.heartbeat_interval_ms,
+            self.config.missed_heartbeats_limit,
+            self.config.max_heartbeats_per_second,
+        )
 
     @property
     def insecure(self) -> bool:
         return self.config.tls.insecure
-
-    @property
-    def liveness_ttl(self) -> float:
-        return liveness_ttl(self.config.heartbeat_interval_ms, self.config.missed_heartbeats_limit)
 
 
 async def store_call_failed(context: AioContext, exc: StoreError) -> NoReturn:

@@ -184,7 +184,12 @@ async def serve(config: ControllerConfig) -> None:
         election = asyncio.create_task(elector.run(), name="election")
         watcher = asyncio.create_task(
             watch_registry(
-                store, config.heartbeat_interval_ms / 1000, stop, elector.is_leader, events
+                store,
+                config.heartbeat_interval_ms / 1000,
+                stop,
+                elector.is_leader,
+                events,
+                ctx.pacing,
             ),
             name="registry-watch",
         )

@@ -117,6 +117,11 @@ WORKER_HEALTH = Gauge(
     ["status"],
 )
 QUARANTINED_NODES = Gauge("novaops_quarantined_nodes", "Nodes with a quarantine record.")
+HEARTBEAT_INTERVAL = Gauge(
+    "novaops_heartbeat_interval_seconds",
+    "The heartbeat interval this replica hands to executors (grows with the fleet: "
+    "max_heartbeats_per_second).",
+)
 BREAKER_TRIPPED = Gauge(
     "novaops_automation_breaker_tripped",
     "1 while the automation's circuit breaker is tripped (automatic quarantines stopped).",

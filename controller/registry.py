@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from novaops.controller.clock import Clock, SystemClock
@@ -22,6 +23,50 @@ def liveness_ttl(heartbeat_interval_ms: int, missed_limit: int) -> float:
         raise ValueError("heartbeat interval and missed-heartbeats limit must be positive")
     interval = heartbeat_interval_ms / 1000
     return interval * missed_limit + min(interval * GRACE_FRACTION, MAX_GRACE_SECONDS)
+
+
+def paced_interval_ms(base_ms: int, nodes: int, max_per_second: float) -> int:
+    """The heartbeat interval for a fleet of ``nodes``: ``base_ms``, stretched so
+    the whole fleet sends at most ``max_per_second`` heartbeats (0: never stretched).
+
+    >>> paced_interval_ms(1000, 20, 50.0), paced_interval_ms(1000, 500, 50.0)
+    (1000, 10000)
+    """
+    if max_per_second <= 0 or nodes <= 0:
+        return base_ms
+    return max(base_ms, math.ceil(nodes * 1000 / max_per_second))
+
+
+class HeartbeatPacing:
+    """The interval every heartbeat and registration answer hands out, and the
+    liveness TTL that goes with it.
+
+    Each heartbeat costs the controller a call and a store write: at 500 nodes a
+    fixed 1 s interval kept an otherwise idle controller at 0.82 cores (decision
+    0011). As Nomad does with its ``max_heartbeats_per_second``,
+    the interval grows with the fleet instead: a node learns the current one from
+    every answer, and its TTL is set from the interval it was just told, so a
+    node is down after ``missed_limit`` missed beats at whatever interval it keeps.
+    The fleet size comes from the registry watch (:meth:`observe`).
+    """
+
+    def __init__(self, base_ms: int, missed_limit: int, max_per_second: float) -> None:
+        self.base_ms = base_ms
+        self.missed_limit = missed_limit
+        self.max_per_second = max_per_second
+        self.nodes = 0
+
+    def observe(self, nodes: int) -> None:
+        self.nodes = nodes
+
+    @property
+    def interval_ms(self) -> int:
+        return paced_interval_ms(self.base_ms, self.nodes, self.max_per_second)
+
+    @property
+    def ttl(self) -> float:
+        """Seconds a node stays up after a heartbeat answered now."""
+        return liveness_ttl(self.interval_ms, self.missed_limit)
 
 
 def seconds_since_heartbeat(last_heartbeat: float | None, now: float) -> float | None:

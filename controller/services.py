@@ -75,14 +75,14 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
                 )
             )
             await self.ctx.store.heartbeat(
-                request.node, self.ctx.liveness_ttl, common_pb2.HEALTH_STATUS_UNSPECIFIED
+                request.node, self.ctx.pacing.ttl, common_pb2.HEALTH_STATUS_UNSPECIFIED
             )
             quarantines = await self.ctx.store.get_quarantines()
         except StoreError as exc:
             await store_call_failed(context, exc)
         log.info("node %s registered from %s", request.node, request.address)
         return controller_pb2.RegisterResponse(
-            heartbeat_interval_ms=self.ctx.config.heartbeat_interval_ms,
+            heartbeat_interval_ms=self.ctx.pacing.interval_ms,
             missed_heartbeats_limit=self.ctx.config.missed_heartbeats_limit,
             controller=self.ctx.config.name,
             quarantined=request.node in quarantines,
@@ -93,12 +93,16 @@ class RegistryServicer(controller_pb2_grpc.RegistryServiceServicer):
     ) -> controller_pb2.HeartbeatResponse:
         await self._authorize_node(request.node, context)
         try:
+            # The TTL goes with the interval this answer tells the node.
+            interval_ms = self.ctx.pacing.interval_ms
             known, stored = await self.ctx.store.heartbeat_with_quarantine(
-                request.node, self.ctx.liveness_ttl, request.health
+                request.node, self.ctx.pacing.ttl, request.health
             )
             if not known:
                 return controller_pb2.HeartbeatResponse(known=False)
-            response = controller_pb2.HeartbeatResponse(known=True, quarantined=stored is not None)
+            response = controller_pb2.HeartbeatResponse(
+                known=True, quarantined=stored is not None, heartbeat_interval_ms=interval_ms
+            )
             if stored is not None:
                 response.quarantine.ParseFromString(stored)
                 # The node needs who/why/when, not the evidence: keep heartbeats small.

@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from novaops.controller.events import EventLog
-from novaops.controller.metrics import IS_LEADER, NODE_UP, QUARANTINED_NODES, WORKER_HEALTH
+from novaops.controller.metrics import (
+    HEARTBEAT_INTERVAL,
+    IS_LEADER,
+    NODE_UP,
+    QUARANTINED_NODES,
+    WORKER_HEALTH,
+)
+from novaops.controller.registry import HeartbeatPacing
 from novaops.controller.store.base import NodeRecord, Store, StoreError
 from novaops.v1 import common_pb2
 
@@ -64,11 +71,13 @@ async def watch_registry(
     stop: asyncio.Event,
     is_leader: Callable[[], bool],
     events: EventLog | None = None,
+    pacing: HeartbeatPacing | None = None,
 ) -> None:
     """Poll the registry every interval until stop is set.
 
     Every replica keeps its gauges; only the leader records node.up/node.down
-    events, so a cluster of replicas reports each transition once.
+    events, so a cluster of replicas reports each transition once. ``pacing``
+    learns the number of registered nodes from each poll.
     """
     previous: dict[str, bool] = {}
     while not stop.is_set():
@@ -100,6 +109,9 @@ async def watch_registry(
                 NODE_UP.labels(node).set(1 if up else 0)
             previous = current
             export_health(records, quarantined)
+            if pacing is not None:
+                pacing.observe(len(records))
+                HEARTBEAT_INTERVAL.set(pacing.interval_ms / 1000)
         IS_LEADER.set(1 if is_leader() else 0)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=interval)

@@ -3,8 +3,10 @@
 The loop registers with the first controller of the configured list that
 answers, failing over in order and backing off (with jitter, capped at a few
 seconds) after each failure; then it heartbeats at the interval the controller
-gave. Each heartbeat carries the node's health verdict with its failing check
-ids (:class:`~novaops.executor.health.HealthVerdict`), and each response the
+gives in its registration answer and again in every heartbeat answer (the
+interval grows with the fleet). Each heartbeat carries the node's health verdict
+with its failing check ids (:class:`~novaops.executor.health.HealthVerdict`),
+and each response the
 store's quarantine decision for the node, kept in :attr:`Registrar.status`. A
 failed heartbeat moves on to the next controller, except that a heartbeat that
 timed out with only one controller configured is retried at the next beat on the
@@ -417,6 +419,13 @@ class Registrar:
                 self.status.synced_recorded(synced)
             self.status.quarantined = response.quarantined
             self.status.decision = stored_decision(response)
+            if response.heartbeat_interval_ms:
+                # The interval grows and shrinks with the fleet; the TTL the
+                # controller just set is for this interval.
+                paced = max(response.heartbeat_interval_ms / 1000, MIN_HEARTBEAT_SECONDS)
+                if paced != interval:
+                    log.info("heartbeat every %.2fs from now on (was %.2fs)", paced, interval)
+                    interval = paced
             if not response.known:
                 self.status.registered = False
                 log.info(

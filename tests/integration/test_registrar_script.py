@@ -31,6 +31,7 @@ class LinkScript:
         self.calls: list[str] = []
         self.heartbeats: list[controller_pb2.HeartbeatRequest] = []
         self.records_synced = True  # answers say a synced_quarantine was recorded
+        self.intervals: list[int] = []  # heartbeat answers' intervals, in order (then 0)
 
     def connect(self, target: str) -> ControllerLink:
         script = self
@@ -55,6 +56,7 @@ class LinkScript:
                     raise ConnectionResetError(f"{target} went away")
                 return controller_pb2.HeartbeatResponse(
                     known=True,
+                    heartbeat_interval_ms=script.intervals.pop(0) if script.intervals else 0,
                     synced_quarantine_recorded=(
                         request.HasField("synced_quarantine") and script.records_synced
                     ),
@@ -284,3 +286,22 @@ async def test_an_unreadable_journal_is_set_aside(tmp_path: Path) -> None:
     status.report_synced(controller_pb2.SyncedQuarantine(quarantined=True))
     await status.flush_synced()
     assert journal.exists()  # the journal starts afresh
+
+
+async def test_the_node_heartbeats_at_the_interval_each_answer_gives() -> None:
+    # The controller stretches the interval as the fleet grows (and shrinks it
+    # back); an answer without one keeps the interval the node has.
+    script = LinkScript(reachable={"c1"})
+    script.intervals = [1000, 10000, 0, 2500]
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if len(sleeps) >= 4:
+            raise asyncio.CancelledError
+
+    registrar = scripted_registrar(["c1"], script.connect, fake_sleep)
+    with pytest.raises(asyncio.CancelledError):
+        await registrar.run()
+    # Registration said 1 s; each sleep follows the answer before it.
+    assert sleeps == [1.0, 10.0, 10.0, 2.5]

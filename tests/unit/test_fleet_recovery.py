@@ -16,7 +16,7 @@ from novaops.controller.context import ControllerContext
 from novaops.controller.events import EventLog
 from novaops.controller.fleet import FleetServicer, recovery_outcome
 from novaops.controller.quarantine import HistoryDetails
-from novaops.controller.registry import HealthReports
+from novaops.controller.registry import HealthReports, HeartbeatPacing
 from novaops.controller.services import ClusterServicer, RegistryServicer
 from novaops.controller.store.base import LeaderTerm, NodeRegistration
 from novaops.controller.store.memory import MemoryStore
@@ -88,11 +88,15 @@ def context_for(
         store=store,
         elector=SimpleNamespace(is_leader=lambda: term is not None, term=term),
         config=SimpleNamespace(
-            name=name, per_node_ms=5000, overall_ms=10000, automation=SimpleNamespace(enabled=True)
+            name=name,
+            per_node_ms=5000,
+            overall_ms=10000,
+            missed_heartbeats_limit=3,
+            automation=SimpleNamespace(enabled=True),
         ),
         executors=Pool(executor),
         events=EventLog(store),
-        liveness_ttl=30.0,
+        pacing=HeartbeatPacing(10_000, 3, 0.0),
     )
     return cast(ControllerContext, ctx)
 
@@ -342,3 +346,26 @@ async def test_a_replica_drops_its_report_once_the_node_heartbeats_elsewhere() -
     assert await failing_on_a() == []
     await replica_a.Heartbeat(failing, context)  # back on A: its report is current again
     assert await failing_on_a() == ["host.orphans"]
+
+
+async def test_answers_hand_out_the_paced_interval_and_a_ttl_for_it() -> None:
+    """Registration and heartbeat answers carry the interval for the fleet's size;
+    the lease set by that heartbeat lasts missed_limit of those intervals."""
+    clock = FakeClock()
+    store = MemoryStore(clock)
+    ctx = context_for(store, None, FakeExecutor())
+    ctx.pacing = HeartbeatPacing(1000, 3, 50.0)
+    registry = RegistryServicer(ctx, HealthReports(clock))
+    context = cast(Any, FakeContext())
+    registered = await registry.Register(
+        controller_pb2.RegisterRequest(node="n1", address="127.0.0.1:1"), context
+    )
+    assert registered.heartbeat_interval_ms == 1000
+    ctx.pacing.observe(500)  # the registry watch counted the fleet
+    beat = controller_pb2.HeartbeatRequest(node="n1", health=common_pb2.HEALTH_STATUS_HEALTHY)
+    answer = await registry.Heartbeat(beat, context)
+    assert answer.heartbeat_interval_ms == 10_000
+    clock.advance(31.0)  # 3 x 10 s and most of the 2 s grace: still up
+    assert (await store.get_node("n1")).up  # type: ignore[union-attr]
+    clock.advance(1.5)
+    assert not (await store.get_node("n1")).up  # type: ignore[union-attr]

@@ -111,6 +111,7 @@ class HeartbeatResponse(_message.Message):
         "fence_revision",
         "released",
         "synced_quarantine_recorded",
+        "heartbeat_interval_ms",
     )
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     QUARANTINED_FIELD_NUMBER: _ClassVar[int]
@@ -118,12 +119,14 @@ class HeartbeatResponse(_message.Message):
     FENCE_REVISION_FIELD_NUMBER: _ClassVar[int]
     RELEASED_FIELD_NUMBER: _ClassVar[int]
     SYNCED_QUARANTINE_RECORDED_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_INTERVAL_MS_FIELD_NUMBER: _ClassVar[int]
     known: bool
     quarantined: bool
     quarantine: _common_pb2.QuarantineRecord
     fence_revision: int
     released: _common_pb2.QuarantineHistoryEntry
     synced_quarantine_recorded: bool
+    heartbeat_interval_ms: int
     def __init__(
         self,
         known: _Optional[bool] = ...,
@@ -132,6 +135,7 @@ class HeartbeatResponse(_message.Message):
         fence_revision: _Optional[int] = ...,
         released: _Optional[_Union[_common_pb2.QuarantineHistoryEntry, _Mapping]] = ...,
         synced_quarantine_recorded: _Optional[bool] = ...,
+        heartbeat_interval_ms: _Optional[int] = ...,
     ) -> None: ...
 
 class ListNodesRequest(_message.Message):
