@@ -300,17 +300,22 @@ def _scan_orphan_evidence(sources: CheckSources, domains: dict[str, list[str]]) 
     processes = scan_qemu_processes(
         sources.process_scope, [pid for pid in pid_files.values() if pid is not None]
     )
-    claimed = {name: pid_files.get(name) for name in domains}
-    return OrphanEvidence(sources.node, tuple(processes), claimed)
+    return OrphanEvidence(sources.node, tuple(processes), _claimed(pid_files, domains))
+
+
+def _claimed(
+    pid_files: dict[str, int | None], domains: dict[str, list[str]]
+) -> dict[str, int | None]:
+    return {name: pid_files.get(name) for name in domains}
 
 
 def _claim_again(
     sources: CheckSources, scanned: OrphanEvidence, domains: dict[str, list[str]]
 ) -> OrphanEvidence:
     """The scanned processes against a newer listing and the pid files as they are now."""
-    pid_files = read_pid_files(sources.root)
-    claimed = {name: pid_files.get(name) for name in domains}
-    return OrphanEvidence(sources.node, scanned.processes, claimed)
+    return OrphanEvidence(
+        sources.node, scanned.processes, _claimed(read_pid_files(sources.root), domains)
+    )
 
 
 async def gather_orphans(sources: CheckSources) -> OrphanEvidence:

@@ -406,20 +406,27 @@ async def node_memory_stored(harness: Harness, node: str) -> dict[str, Any]:
     return cast(dict[str, Any], json.loads(raw)) if raw else {}
 
 
+async def failing_recoveries(harness: Harness, count: int) -> FakeNode:
+    """n1 fails its locks check and every recovery of it; returns once ``count``
+    recoveries have failed."""
+    n1 = harness.executors.node("n1")
+    n1.checks = [locks_check("n1")]
+    n1.recover_outcome = "failed"
+
+    async def failed() -> bool:
+        return len(await harness.events_of("recovery.failed")) == count
+
+    await harness.until(failed)
+    return n1
+
+
 async def test_escalation_budget_continues_on_a_new_leader() -> None:
     """A node whose recoveries keep failing is quarantined after the same number of
     recoveries however many failovers happen meanwhile (4 with the defaults), not
     after 4 more per leader."""
     first = await make_cluster(3)
     second = Harness(first.store, first.executors, first.automation.config)
-    n1 = first.executors.node("n1")
-    n1.checks = [locks_check("n1")]
-    n1.recover_outcome = "failed"
-
-    async def failed_twice() -> bool:
-        return len(await first.events_of("recovery.failed")) == 2
-
-    await first.until(failed_twice)
+    n1 = await failing_recoveries(first, 2)
     stored = await node_memory_stored(first, "n1")
     assert stored["failed_recoveries"] == 2 and stored["attempted_failures"] == 2
     assert len(stored["cause_ids"]) == 3  # check.failed and the two recovery.failed
@@ -460,14 +467,7 @@ async def test_a_removed_node_leaves_no_counters_behind() -> None:
     the node's counters and clears its setting, so a host registered again under
     the name starts afresh, on this leader and on the next."""
     cluster = await make_cluster(3)
-    n1 = cluster.executors.node("n1")
-    n1.checks = [locks_check("n1")]
-    n1.recover_outcome = "failed"
-
-    async def failed_once() -> bool:
-        return len(await cluster.events_of("recovery.failed")) == 1
-
-    await cluster.until(failed_once)
+    n1 = await failing_recoveries(cluster, 1)
     await cluster.automation.wait_idle()
     assert (await node_memory_stored(cluster, "n1"))["failed_recoveries"] == 1
     assert await cluster.store.remove_node("n1")

@@ -136,6 +136,18 @@ async def test_node_not_reached_leaves_hooks_pending() -> None:
     )
 
 
+async def report_synced_quarantine(cluster: Cluster, hook_line: str) -> bool:
+    """n1 reports, as from a heartbeat, that it applied its one quarantine ("disk")
+    and its hook printed hook_line; whether the report was recorded."""
+    (entry,) = await cluster.store.get_history("n1")
+    parsed = common_pb2.QuarantineHistoryEntry()
+    parsed.ParseFromString(entry.payload)
+    synced = controller_pb2.SyncedQuarantine(quarantined=True, reason="disk")
+    synced.hook_results.append(hook_line)
+    synced.since.FromSeconds(parsed.at.seconds)
+    return await record_synced_hooks(cluster.events, "n1", synced, cluster.store)
+
+
 async def test_a_heartbeat_report_that_beats_the_pending_note_is_kept() -> None:
     """The node cannot be reached inbound but heartbeats: it applies the change and
     reports its hooks while the leader still waits on ApplyQuarantine. The entry
@@ -144,14 +156,8 @@ async def test_a_heartbeat_report_that_beats_the_pending_note_is_kept() -> None:
     reported: list[bool] = []
 
     async def unreachable_after_the_report(*args: object, **kwargs: object) -> None:
-        (entry,) = await cluster.store.get_history("n1")
-        parsed = common_pb2.QuarantineHistoryEntry()
-        parsed.ParseFromString(entry.payload)
-        synced = controller_pb2.SyncedQuarantine(quarantined=True, reason="disk")
-        synced.hook_results.append("10-drain: exit 3: drain API down")
-        synced.since.FromSeconds(parsed.at.seconds)
         assert cluster.term is not None
-        reported.append(await record_synced_hooks(cluster.events, "n1", synced, cluster.store))
+        reported.append(await report_synced_quarantine(cluster, "10-drain: exit 3: drain API down"))
         raise FakeRpcError(grpc.StatusCode.UNAVAILABLE)
 
     cut_off_n1(cluster, unreachable_after_the_report)
@@ -175,13 +181,7 @@ async def test_a_report_that_beats_a_direct_call_finding_nothing_to_do_is_kept()
     async def applied_already(
         *args: object, **kwargs: object
     ) -> executor_pb2.ApplyQuarantineResult:
-        (entry,) = await cluster.store.get_history("n1")
-        parsed = common_pb2.QuarantineHistoryEntry()
-        parsed.ParseFromString(entry.payload)
-        synced = controller_pb2.SyncedQuarantine(quarantined=True, reason="disk")
-        synced.hook_results.append("10-drain: ok")
-        synced.since.FromSeconds(parsed.at.seconds)
-        assert await record_synced_hooks(cluster.events, "n1", synced, cluster.store)
+        assert await report_synced_quarantine(cluster, "10-drain: ok")
         return executor_pb2.ApplyQuarantineResult(node="n1", quarantined=True)
 
     cut_off_n1(cluster, applied_already)
