@@ -20,6 +20,7 @@ thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import queue
 import threading
@@ -276,7 +277,8 @@ class PartThreads:
 
 
 class PartGate:
-    """Lets one holder at a time through, across every node of the process.
+    """Lets one holder at a time through, across every node of the process, in
+    the order they came.
 
     Host parts are a few milliseconds of Python each, with a blocking call
     every few dozen microseconds. Run on many threads at once, every one of
@@ -285,34 +287,67 @@ class PartGate:
     process, 12.9 ms of CPU per node on their own threads, 3.9 ms one after
     another). So part threads take turns here.
 
+    Turns are first come, first served: a thread arriving while others wait
+    queues behind them, even at the instant the gate is free, so no waiter is
+    passed over for ever by newcomers (a condition variable's wake-up lets a
+    newcomer take the gate before the woken waiter runs). Only the first waiter
+    is woken, by its own event, so a leave costs one wake-up however many wait.
+
     A holder that has held the gate for ``hold_limit`` seconds (a hung or slow
-    part) loses it: the next waiter goes through, and the late holder's leave
+    part) loses it: the first waiter goes through, and the late holder's leave
     changes nothing. A hung part so delays the others by at most that much."""
 
     def __init__(self, hold_limit: float) -> None:
         self.hold_limit = hold_limit
-        self._cond = threading.Condition(threading.Lock())
+        self._lock = threading.Lock()
+        self._waiting: collections.deque[tuple[int, threading.Event]] = collections.deque()
         self._holder = 0  # the token of the current holder; 0: free
         self._held_since = 0.0  # monotonic
         self._issued = 0
 
+    @property
+    def waiting(self) -> int:
+        """Threads queued for the gate now."""
+        with self._lock:
+            return len(self._waiting)
+
     def enter(self) -> int:
-        """Wait for the gate (or for its holder to overrun); the token to leave with."""
-        with self._cond:
-            while self._holder:
-                overrun = self._held_since + self.hold_limit - time.monotonic()
-                if overrun <= 0:
-                    break
-                self._cond.wait(overrun)
+        """Wait for the turn (the gate free, or its holder past the limit, and no
+        one queued earlier); the token to leave with."""
+        with self._lock:
             self._issued += 1
-            self._holder, self._held_since = self._issued, time.monotonic()
-            return self._issued
+            token = self._issued
+            if not self._holder and not self._waiting:
+                self._take(token)
+                return token
+            turn = threading.Event()
+            self._waiting.append((token, turn))
+        while True:
+            with self._lock:
+                turn.clear()  # under the lock: a wake-up after this is kept
+                wait: float | None = None  # not first: woken on becoming first
+                if self._waiting[0][0] == token:
+                    overrun = self._held_since + self.hold_limit - time.monotonic()
+                    if not self._holder or overrun <= 0:
+                        self._waiting.popleft()
+                        self._take(token)
+                        self._wake_first()  # to start its own wait for the limit
+                        return token
+                    wait = overrun
+            turn.wait(wait)
+
+    def _take(self, token: int) -> None:
+        self._holder, self._held_since = token, time.monotonic()
+
+    def _wake_first(self) -> None:
+        if self._waiting:
+            self._waiting[0][1].set()
 
     def leave(self, token: int) -> None:
-        with self._cond:
+        with self._lock:
             if self._holder == token:  # not taken over meanwhile
                 self._holder = 0
-                self._cond.notify()
+                self._wake_first()
 
     @contextlib.contextmanager
     def held(self) -> Iterator[None]:

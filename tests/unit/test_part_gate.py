@@ -77,3 +77,68 @@ def test_leaving_wakes_a_waiter_at_once() -> None:
     gate.leave(first)
     thread.join(5)
     assert waited and waited[0] < 1.0  # far below the 10 s limit
+
+
+def _queue_behind(gate: PartGate, name: str, order: list[str]) -> threading.Thread:
+    """A thread that enters (queued behind whoever waits), notes its turn, leaves."""
+    queued = gate.waiting
+
+    def run() -> None:
+        with gate.held():
+            order.append(name)
+
+    thread = threading.Thread(target=run, name=name)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while gate.waiting == queued and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert gate.waiting == queued + 1, f"{name} did not queue"
+    return thread
+
+
+def test_turns_go_in_arrival_order_and_a_newcomer_waits_behind_the_queue() -> None:
+    gate = PartGate(hold_limit=10.0)
+    first = gate.enter()
+    order: list[str] = []
+    threads = [_queue_behind(gate, name, order) for name in ("a", "b", "c")]
+    gate.leave(first)
+    # At the instant the gate is free, the woken "a" has not run yet; a newcomer
+    # must still queue behind a, b and c instead of taking the gate.
+    late = gate.enter()
+    order.append("newcomer")
+    gate.leave(late)
+    for thread in threads:
+        thread.join(5)
+    assert order == ["a", "b", "c", "newcomer"]
+
+
+def test_the_first_waiter_takes_over_from_an_overrun_holder_and_the_next_waits_its_own_limit() -> (
+    None
+):
+    gate = PartGate(hold_limit=0.2)
+    hung = gate.enter()
+    order: list[str] = []
+    entered: dict[str, float] = {}
+    started = time.monotonic()
+
+    def hold(name: str) -> None:
+        gate.enter()  # never leaves: each waiter overruns in turn
+        entered[name] = time.monotonic() - started
+        order.append(name)
+
+    threads = []
+    for name in ("a", "b"):
+        queued = gate.waiting
+        thread = threading.Thread(target=hold, args=(name,))
+        thread.start()
+        threads.append(thread)
+        deadline = time.monotonic() + 5
+        while gate.waiting == queued and time.monotonic() < deadline:
+            time.sleep(0.001)
+    for thread in threads:
+        thread.join(5)
+    gate.leave(hung)  # too late: changes nothing
+    assert order == ["a", "b"]
+    assert 0.15 <= entered["a"] < 1.5
+    assert entered["b"] - entered["a"] >= 0.15  # b waited for a's own limit
+    assert gate.waiting == 0
