@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,11 +97,19 @@ def _sys_link(
 
 
 def _standin(root: Path, guest: str, node: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
+    """A QEMU stand-in whose command line is in place: Popen returns once exec
+    has begun, and until the kernel has set up the new argv /proc shows an empty
+    command line (a scan right then saw no QEMU: a flaky test)."""
+    proc = subprocess.Popen(
         [sys.executable, "-c", "import time; time.sleep(60)", "-name", f"guest={guest}"],
         env={**os.environ, "NOVAOPS_NODE": node},
         stdin=subprocess.DEVNULL,
     )
+    deadline = time.monotonic() + 10
+    while f"guest={guest}".encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
+        assert time.monotonic() < deadline, f"stand-in for {guest} did not exec"
+        time.sleep(0.001)
+    return proc
 
 
 def _dead_pid() -> int:
