@@ -20,7 +20,7 @@ import grpc
 
 from novaops.client.config import ConfigError
 from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_logging
-from novaops.client.tls import server_credentials
+from novaops.client.tls import SERVER_OPTIONS, server_credentials
 from novaops.controller.automation import Automation, verify_clean_on
 from novaops.controller.config import ControllerConfig
 from novaops.controller.context import ControllerContext
@@ -40,9 +40,6 @@ log = logging.getLogger("novaops.controller")
 
 EXIT_CANNOT_START = 2
 SHUTDOWN_GRACE_SECONDS = 5.0
-# SO_REUSEPORT is on by default in gRPC; with it a second server would share the
-# port silently instead of failing with "address in use".
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
 class StartupError(Exception):

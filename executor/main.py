@@ -27,7 +27,7 @@ import grpc
 
 from novaops.client.config import ConfigError
 from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_logging
-from novaops.client.tls import server_credentials
+from novaops.client.tls import SERVER_OPTIONS, server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
 from novaops.executor.checks.lxc import libvirt_lxc_containers
@@ -61,9 +61,6 @@ STOP_REST_SECONDS = 1.5
 # before a supervisor's SIGKILL ends it.
 STOP_STACKS_AFTER_SECONDS = 0.5
 HEARTBEAT_HEALTH_TIMEOUT_SECONDS = 1.0
-# SO_REUSEPORT is on by default in gRPC; with it a second server would share the
-# port silently instead of failing with "address already in use".
-SERVER_OPTIONS = [("grpc.so_reuseport", 0)]
 
 
 # Synced-quarantine reports not yet recorded by a controller (RegistrationStatus).
