@@ -501,6 +501,7 @@ class MultiCluster:
 
 
 async def _serve_executors(configs: list[Path]) -> None:
+    from novaops.client.daemon import settle_gc
     from novaops.executor.config import ExecutorConfig
     from novaops.executor.main import Executor
 
@@ -514,6 +515,7 @@ async def _serve_executors(configs: list[Path]) -> None:
             executor = Executor(ExecutorConfig.load(path))
             await executor.start()
             executors.append(executor)
+        settle_gc()  # as novaops-executor does once started
         print(f"serving {len(executors)} executors", flush=True)
         await stop.wait()
     finally:

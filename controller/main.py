@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 
 from novaops.client.config import ConfigError
-from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_logging
+from novaops.client.daemon import limit_malloc_arenas, listen_problem, settle_gc, setup_logging
 from novaops.client.tls import SERVER_OPTIONS, server_credentials
 from novaops.controller.automation import Automation, verify_clean_on
 from novaops.controller.config import ControllerConfig
@@ -178,6 +178,7 @@ async def serve(config: ControllerConfig) -> None:
             store.kind,
             store.endpoint,
         )
+        settle_gc()
         election = asyncio.create_task(elector.run(), name="election")
         watcher = asyncio.create_task(
             watch_registry(

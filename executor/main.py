@@ -26,7 +26,7 @@ from typing import Any
 import grpc
 
 from novaops.client.config import ConfigError
-from novaops.client.daemon import limit_malloc_arenas, listen_problem, setup_logging
+from novaops.client.daemon import limit_malloc_arenas, listen_problem, settle_gc, setup_logging
 from novaops.client.tls import SERVER_OPTIONS, server_credentials
 from novaops.executor.bundle_service import BundleService
 from novaops.executor.checks.domains import LibvirtDomainSource
@@ -365,6 +365,7 @@ async def serve(config: ExecutorConfig) -> None:
     except BaseException:
         await executor.abandon_start()
         raise
+    settle_gc()
     try:
         await stop.wait()
     finally:
