@@ -322,19 +322,32 @@ class PartGate:
                 return token
             turn = threading.Event()
             self._waiting.append((token, turn))
-        while True:
-            with self._lock:
-                turn.clear()  # under the lock: a wake-up after this is kept
-                wait: float | None = None  # not first: woken on becoming first
-                if self._waiting[0][0] == token:
-                    overrun = self._held_since + self.hold_limit - time.monotonic()
-                    if not self._holder or overrun <= 0:
-                        self._waiting.popleft()
-                        self._take(token)
-                        self._wake_first()  # to start its own wait for the limit
-                        return token
-                    wait = overrun
-            turn.wait(wait)
+        try:
+            while True:
+                with self._lock:
+                    turn.clear()  # under the lock: a wake-up after this is kept
+                    wait: float | None = None  # not first: woken on becoming first
+                    if self._waiting[0][0] == token:
+                        overrun = self._held_since + self.hold_limit - time.monotonic()
+                        if not self._holder or overrun <= 0:
+                            self._waiting.popleft()
+                            self._take(token)
+                            self._wake_first()  # to start its own wait for the limit
+                            return token
+                        wait = overrun
+                turn.wait(wait)
+        except BaseException:
+            # Interrupted while queued (KeyboardInterrupt, say): leave the queue,
+            # or every thread behind would wait for a turn no one takes.
+            self._withdraw(token)
+            raise
+
+    def _withdraw(self, token: int) -> None:
+        with self._lock:
+            first = bool(self._waiting) and self._waiting[0][0] == token
+            self._waiting = collections.deque(t for t in self._waiting if t[0] != token)
+            if first:
+                self._wake_first()
 
     def _take(self, token: int) -> None:
         self._holder, self._held_since = token, time.monotonic()

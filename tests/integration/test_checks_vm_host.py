@@ -107,7 +107,10 @@ def _standin(root: Path, guest: str, node: str) -> subprocess.Popen[bytes]:
     )
     deadline = time.monotonic() + 10
     while f"guest={guest}".encode() not in Path(f"/proc/{proc.pid}/cmdline").read_bytes():
-        assert time.monotonic() < deadline, f"stand-in for {guest} did not exec"
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait(timeout=30)
+            raise AssertionError(f"stand-in for {guest} did not exec")
         time.sleep(0.001)
     return proc
 

@@ -3,6 +3,8 @@ hold limit loses the gate, and its late leave frees nothing."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 
@@ -116,10 +118,10 @@ def test_the_first_waiter_takes_over_from_an_overrun_holder_and_the_next_waits_i
     None
 ):
     gate = PartGate(hold_limit=0.2)
+    started = time.monotonic()
     hung = gate.enter()
     order: list[str] = []
     entered: dict[str, float] = {}
-    started = time.monotonic()
 
     def hold(name: str) -> None:
         gate.enter()  # never leaves: each waiter overruns in turn
@@ -139,6 +141,40 @@ def test_the_first_waiter_takes_over_from_an_overrun_holder_and_the_next_waits_i
         thread.join(5)
     gate.leave(hung)  # too late: changes nothing
     assert order == ["a", "b"]
-    assert 0.15 <= entered["a"] < 1.5
-    assert entered["b"] - entered["a"] >= 0.15  # b waited for a's own limit
+    assert 0.19 <= entered["a"] < 2.0  # the hung holder's limit
+    assert entered["b"] >= 0.39  # then a's own limit, counted from a's turn
     assert gate.waiting == 0
+
+
+def test_a_waiter_interrupted_in_the_queue_leaves_it() -> None:
+    gate = PartGate(hold_limit=10.0)
+    first = gate.enter()
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted
+
+    # A signal handler raising in the main thread, as Ctrl-C does, while queued.
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    timer = threading.Timer(0.1, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    try:
+        with pytest.raises(Interrupted):
+            gate.enter()
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGUSR1, previous)
+    assert gate.waiting == 0
+    gate.leave(first)
+    entered = threading.Event()
+
+    def later() -> None:
+        with gate.held():
+            entered.set()
+
+    other = threading.Thread(target=later)
+    other.start()
+    assert entered.wait(2.0)  # not stuck behind the interrupted waiter
+    other.join(5)
