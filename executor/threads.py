@@ -321,7 +321,8 @@ class PartGate:
                 self._take(token)
                 return token
             turn = threading.Event()
-            self._waiting.append((token, turn))
+            entry = (token, turn)
+            self._waiting.append(entry)
         try:
             while True:
                 with self._lock:
@@ -339,13 +340,15 @@ class PartGate:
         except BaseException:
             # Interrupted while queued (KeyboardInterrupt, say): leave the queue,
             # or every thread behind would wait for a turn no one takes.
-            self._withdraw(token)
+            self._withdraw(entry)
             raise
 
-    def _withdraw(self, token: int) -> None:
+    def _withdraw(self, entry: tuple[int, threading.Event]) -> None:
         with self._lock:
-            first = bool(self._waiting) and self._waiting[0][0] == token
-            self._waiting = collections.deque(t for t in self._waiting if t[0] != token)
+            if entry not in self._waiting:  # it had its turn already
+                return
+            first = self._waiting[0] == entry
+            self._waiting.remove(entry)
             if first:
                 self._wake_first()
 

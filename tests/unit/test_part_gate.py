@@ -3,16 +3,31 @@ hold limit loses the gate, and its late leave frees nothing."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from novaops.executor.threads import PartGate
 
 pytestmark = pytest.mark.timeout(30)
+
+
+def _passing_through(gate: PartGate) -> tuple[threading.Thread, threading.Event]:
+    """A thread that goes through the gate, and the event it sets once inside."""
+    entered = threading.Event()
+
+    def run() -> None:
+        with gate.held():
+            entered.set()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, entered
 
 
 def test_holders_take_turns() -> None:
@@ -49,14 +64,7 @@ def test_a_holder_past_the_limit_loses_the_gate_and_its_leave_frees_nothing() ->
     waited = time.monotonic() - started
     assert 0.15 <= waited < 2.0
     gate.leave(hung)  # the hung holder returns at last: the gate stays with the second
-    entered = threading.Event()
-
-    def third() -> None:
-        with gate.held():
-            entered.set()
-
-    thread = threading.Thread(target=third)
-    thread.start()
+    thread, entered = _passing_through(gate)
     assert not entered.wait(0.05)  # still held by the second
     gate.leave(second)
     assert entered.wait(2.0)
@@ -81,14 +89,9 @@ def test_leaving_wakes_a_waiter_at_once() -> None:
     assert waited and waited[0] < 1.0  # far below the 10 s limit
 
 
-def _queue_behind(gate: PartGate, name: str, order: list[str]) -> threading.Thread:
-    """A thread that enters (queued behind whoever waits), notes its turn, leaves."""
+def _start_queued(gate: PartGate, run: Callable[[], None], name: str) -> threading.Thread:
+    """A thread running run(), which enters the gate; returned once it is queued."""
     queued = gate.waiting
-
-    def run() -> None:
-        with gate.held():
-            order.append(name)
-
     thread = threading.Thread(target=run, name=name)
     thread.start()
     deadline = time.monotonic() + 5
@@ -96,6 +99,16 @@ def _queue_behind(gate: PartGate, name: str, order: list[str]) -> threading.Thre
         time.sleep(0.001)
     assert gate.waiting == queued + 1, f"{name} did not queue"
     return thread
+
+
+def _queue_behind(gate: PartGate, name: str, order: list[str]) -> threading.Thread:
+    """A thread that enters (queued behind whoever waits), notes its turn, leaves."""
+
+    def run() -> None:
+        with gate.held():
+            order.append(name)
+
+    return _start_queued(gate, run, name)
 
 
 def test_turns_go_in_arrival_order_and_a_newcomer_waits_behind_the_queue() -> None:
@@ -128,15 +141,7 @@ def test_the_first_waiter_takes_over_from_an_overrun_holder_and_the_next_waits_i
         entered[name] = time.monotonic() - started
         order.append(name)
 
-    threads = []
-    for name in ("a", "b"):
-        queued = gate.waiting
-        thread = threading.Thread(target=hold, args=(name,))
-        thread.start()
-        threads.append(thread)
-        deadline = time.monotonic() + 5
-        while gate.waiting == queued and time.monotonic() < deadline:
-            time.sleep(0.001)
+    threads = [_start_queued(gate, functools.partial(hold, name), name) for name in ("a", "b")]
     for thread in threads:
         thread.join(5)
     gate.leave(hung)  # too late: changes nothing
@@ -168,13 +173,6 @@ def test_a_waiter_interrupted_in_the_queue_leaves_it() -> None:
         signal.signal(signal.SIGUSR1, previous)
     assert gate.waiting == 0
     gate.leave(first)
-    entered = threading.Event()
-
-    def later() -> None:
-        with gate.held():
-            entered.set()
-
-    other = threading.Thread(target=later)
-    other.start()
+    other, entered = _passing_through(gate)
     assert entered.wait(2.0)  # not stuck behind the interrupted waiter
     other.join(5)
