@@ -10,7 +10,11 @@ another process only after an exit. The kernel's process events connector
 (netlink ``NETLINK_CONNECTOR``, group ``CN_IDX_PROC``) reports both. While
 subscribed, :class:`ProcessTable` keeps what it read of each process and, before
 every scan, drops the processes that have called exec or exited since. A scan
-then reads only pids it has not seen, and costs one listing of ``/proc``.
+then reads only pids it has not seen, and costs one listing of ``/proc``. When
+no process was started, called exec or exited since the last listing (threads
+do not count), the listing would find what it found then: the scan answers that
+without listing ``/proc`` again (measured: the listing was the larger part of a
+scan, ~0.4 ms of CPU for 70 processes).
 
 Dropped events are handled too. When the socket overflows (``ENOBUFS``), the
 table forgets everything it kept. Each entry is also tied to the inode that
@@ -50,6 +54,7 @@ CN_IDX_PROC = 1
 CN_VAL_PROC = 1
 PROC_CN_MCAST_LISTEN = 1
 NLMSG_DONE = 3
+PROC_EVENT_FORK = 0x00000001
 PROC_EVENT_EXEC = 0x00000002
 PROC_EVENT_EXIT = 0x80000000
 
@@ -57,6 +62,7 @@ _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _CN_MSG = struct.Struct("=IIIIHH")  # idx, val, seq, ack, len, flags
 _EVENT_HEAD = struct.Struct("=IIQ")  # what, cpu, timestamp_ns
 _EVENT_PIDS = struct.Struct("=ii")  # exec: pid, tgid; exit: pid, tgid (first two fields)
+_FORK_PIDS = struct.Struct("=iiii")  # parent pid, parent tgid, child pid, child tgid
 _EVENT_AT = _NLMSGHDR.size + _CN_MSG.size
 _PIDS_AT = _EVENT_AT + _EVENT_HEAD.size
 
@@ -81,11 +87,11 @@ def listen_message() -> bytes:
 
 
 def changed_pids(datagram: bytes) -> set[int]:
-    """The pids an events datagram says have called exec or exited. An exec names
-    pid and tgid both (an exec by a thread other than the leader takes over the
-    leader's pid); an exit counts only for a process (pid == tgid): QEMU's worker
-    threads come and go without changing its command line. Events of any other
-    kind, and truncated messages, are skipped."""
+    """The pids an events datagram says were started, called exec or exited. An
+    exec names pid and tgid both (an exec by a thread other than the leader takes
+    over the leader's pid); a fork and an exit count only for a process (pid ==
+    tgid): QEMU's worker threads come and go without changing its command line.
+    Events of any other kind, and truncated messages, are skipped."""
     pids: set[int] = set()
     offset = 0
     while offset + _NLMSGHDR.size <= len(datagram):
@@ -98,6 +104,12 @@ def changed_pids(datagram: bytes) -> set[int]:
                 pids.update(_EVENT_PIDS.unpack_from(datagram, offset + _PIDS_AT))
             elif what == PROC_EVENT_EXIT:
                 pid, tgid = _EVENT_PIDS.unpack_from(datagram, offset + _PIDS_AT)
+                if pid == tgid:
+                    pids.add(pid)
+            elif what == PROC_EVENT_FORK and length >= _PIDS_AT + _FORK_PIDS.size:
+                _parent, _parent_tgid, pid, tgid = _FORK_PIDS.unpack_from(
+                    datagram, offset + _PIDS_AT
+                )
                 if pid == tgid:
                     pids.add(pid)
         offset += (length + 3) & ~3
@@ -226,6 +238,10 @@ class ProcessTable:
         self._owner = 0  # the pid that subscribed: a forked child must not trust it
         self.overflows = 0  # times events were lost and the table started over
         self.last_reads = 0  # command lines the last scan read (the rest were kept)
+        self.last_listed = False  # whether the last scan listed /proc (see _found)
+        # What the last listing found, while no process has started, called exec
+        # or exited since (None once one has, or when not subscribed).
+        self._found: list[Candidate] | None = None
         self._refreshed = 0.0  # monotonic: when everything kept was last dropped
 
     @property
@@ -243,7 +259,7 @@ class ProcessTable:
             except OSError as exc:
                 return exc.strerror or str(exc)
             self._events, self._owner = sock, os.getpid()
-            self._seen = {}
+            self._seen, self._found = {}, None
         return None
 
     def close(self) -> None:
@@ -251,7 +267,7 @@ class ProcessTable:
             if self._events is not None and self._owner == os.getpid():
                 self._events.close()
             self._events = None
-            self._seen = {}
+            self._seen, self._found = {}, None
 
     def candidates(self) -> list[Candidate]:
         """Every live process whose command line may be QEMU's, in /proc order
@@ -259,6 +275,9 @@ class ProcessTable:
         me = os.getpid()
         with self._lock:
             keep = self._drain()
+            if keep and self._found is not None:
+                self.last_reads, self.last_listed = 0, False
+                return list(self._found)
             seen: dict[int, _Seen] = {}
             found = []
             reads = 0
@@ -281,19 +300,21 @@ class ProcessTable:
                 if known.candidate is not None and pid != me:
                     found.append(known.candidate)
             self._seen = seen if keep else {}
-            self.last_reads = reads
+            self._found = list(found) if keep else None
+            self.last_reads, self.last_listed = reads, True
             return found
 
     def _drain(self) -> bool:
         """Forget the processes that called exec or exited since the last scan;
         False when not subscribed (nothing read may be kept)."""
         if not self.subscribed:
-            self._seen = {}
+            self._seen, self._found = {}, None
             return False
         assert self._events is not None
         now = time.monotonic()
         if now - self._refreshed >= REFRESH_SECONDS:
-            self._seen, self._refreshed = {}, now  # read everything again (REFRESH_SECONDS)
+            # read everything again (REFRESH_SECONDS)
+            self._seen, self._found, self._refreshed = {}, None, now
         while True:
             try:
                 datagram = self._events.recv(65536)
@@ -302,14 +323,17 @@ class ProcessTable:
             except OSError as exc:
                 if exc.errno == errno.ENOBUFS:  # events were lost: start over
                     self.overflows += 1
-                    self._seen = {}
+                    self._seen, self._found = {}, None
                     continue
                 log.warning("process events failed (%s): every scan reads every process", exc)
                 self._events.close()
                 self._events = None
-                self._seen = {}
+                self._seen, self._found = {}, None
                 return False
-            for pid in changed_pids(datagram):
+            changed = changed_pids(datagram)
+            if changed:
+                self._found = None
+            for pid in changed:
                 self._seen.pop(pid, None)
 
 

@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ from novaops.executor import proctable
 from novaops.executor.proctable import (
     PROC_EVENT_EXEC,
     PROC_EVENT_EXIT,
+    PROC_EVENT_FORK,
     ProcessTable,
     changed_pids,
 )
@@ -32,9 +34,30 @@ _WAIT_THEN_EXEC = (
     "while not os.path.exists(sys.argv[1]):\n"
     "    time.sleep(0.01)\n"
     "env = dict(os.environ, NOVAOPS_NODE='node-late')\n"
-    "args = ['-c', 'import time; time.sleep(60)', '-name', 'gu' + 'est=' + sys.argv[2]]\n"
+    "args = ['-c', _STAND_IN, '-name', 'gu' + 'est=' + sys.argv[2]]\n"
     "os.execve(sys.executable, [sys.executable, *args], env)\n"
 )
+# What the child becomes: a stand-in that, on SIGUSR1, forks a copy of itself
+# (same command line, no exec) which leaves once its parent is gone.
+_STAND_IN = (
+    "import os, signal, time\n"
+    "def fork(*_):\n"
+    "    parent = os.getpid()\n"
+    "    if os.fork() == 0:\n"
+    "        while os.getppid() == parent:\n"
+    "            time.sleep(0.05)\n"
+    "        os._exit(0)\n"
+    "signal.signal(signal.SIGUSR1, fork)\n"
+    "time.sleep(60)\n"
+)
+_WAIT_THEN_EXEC = f"_STAND_IN = {_STAND_IN!r}\n" + _WAIT_THEN_EXEC
+
+
+def _catches(pid: int, signum: int) -> bool:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    return False
 
 
 class Child:
@@ -55,6 +78,14 @@ class Child:
         while b"guest=" + self.guest.encode() not in Path(f"/proc/{self.pid}/cmdline").read_bytes():
             assert time.monotonic() < deadline, "the child did not exec"
             time.sleep(0.01)
+
+    def fork_now(self) -> None:
+        """Have the stand-in fork (see _STAND_IN), once its handler is in place."""
+        deadline = time.monotonic() + 10
+        while not _catches(self.pid, signal.SIGUSR1):
+            assert time.monotonic() < deadline, "the stand-in never caught SIGUSR1"
+            time.sleep(0.01)
+        os.kill(self.pid, signal.SIGUSR1)
 
     def stop(self) -> None:
         self.proc.kill()
@@ -144,15 +175,62 @@ def _event(what: int, pid: int, tgid: int) -> bytes:
     return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
 
 
-def test_events_are_parsed_exec_and_exit_only() -> None:
-    fork = 0x00000001
-    datagram = _event(PROC_EVENT_EXEC, 7, 7) + _event(fork, 8, 8) + _event(PROC_EVENT_EXIT, 9, 9)
-    assert changed_pids(datagram) == {7, 9}
-    assert changed_pids(datagram[:-10]) == {7}  # a truncated last message is skipped
+def _fork(parent: int, child_pid: int, child_tgid: int) -> bytes:
+    body = struct.pack("=IIQiiii", PROC_EVENT_FORK, 0, 0, parent, parent, child_pid, child_tgid)
+    cn = struct.pack("=IIIIHH", 1, 1, 0, 0, len(body), 0) + body
+    return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+
+
+def test_events_are_parsed_fork_exec_and_exit_only() -> None:
+    uid = 0x00000004
+    datagram = (
+        _event(PROC_EVENT_EXEC, 7, 7)
+        + _fork(1, 8, 8)
+        + _event(uid, 10, 10)
+        + _event(PROC_EVENT_EXIT, 9, 9)
+    )
+    assert changed_pids(datagram) == {7, 8, 9}  # the new process, not its parent
+    assert changed_pids(datagram[:-10]) == {7, 8}  # a truncated last message is skipped
     assert changed_pids(b"") == set()
-    # An exec by a thread takes over its leader's pid; a thread's exit changes nothing.
-    threads = _event(PROC_EVENT_EXEC, 12, 11) + _event(PROC_EVENT_EXIT, 14, 13)
+    # An exec by a thread takes over its leader's pid; a thread's start or exit
+    # changes nothing.
+    threads = _event(PROC_EVENT_EXEC, 12, 11) + _event(PROC_EVENT_EXIT, 14, 13) + _fork(11, 15, 11)
     assert changed_pids(threads) == {12, 11}
+
+
+def _quiet_listing(table: ProcessTable) -> bool:
+    """Whether a scan answers without listing /proc, in a few tries: this
+    machine's daemons may start a process between two scans."""
+    for _ in range(20):
+        pids(table)
+        if not table.last_listed:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_scan_with_no_process_started_since_does_not_list_proc(
+    table: ProcessTable, child: Child
+) -> None:
+    first = pids(table)
+    assert table.last_listed
+    assert _quiet_listing(table)
+    assert pids(table) == first and table.last_reads == 0
+    # A thread started and gone changes nothing.
+    worker = threading.Thread(target=time.sleep, args=(0.01,))
+    worker.start()
+    worker.join()
+    assert _quiet_listing(table)
+    # A process that forks a QEMU-like child without exec: only the fork tells.
+    child.exec_now()
+    assert child.pid in pids(table)
+    _quiet_listing(table)
+    child.fork_now()
+    deadline = time.monotonic() + 10
+    while len([c for c in table.candidates() if c.marker == "node-late"]) < 2:
+        assert time.monotonic() < deadline, "the forked child was never found"
+        time.sleep(0.01)
+    assert table.last_listed
 
 
 def test_the_table_reads_everything_again_after_the_refresh_interval(
