@@ -169,16 +169,20 @@ def test_without_events_every_scan_reads_every_process(child: Child) -> None:
     assert pids(unsubscribed)[child.pid] == "node-late"
 
 
-def _event(what: int, pid: int, tgid: int) -> bytes:
-    body = struct.pack("=IIQii", what, 0, 0, pid, tgid) + bytes(16)
+def _message(body: bytes) -> bytes:
+    """One process-events netlink message carrying an event body."""
     cn = struct.pack("=IIIIHH", 1, 1, 0, 0, len(body), 0) + body
     return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+
+
+def _event(what: int, pid: int, tgid: int) -> bytes:
+    return _message(struct.pack("=IIQii", what, 0, 0, pid, tgid) + bytes(16))
 
 
 def _fork(parent: int, child_pid: int, child_tgid: int) -> bytes:
-    body = struct.pack("=IIQiiii", PROC_EVENT_FORK, 0, 0, parent, parent, child_pid, child_tgid)
-    cn = struct.pack("=IIIIHH", 1, 1, 0, 0, len(body), 0) + body
-    return struct.pack("=IHHII", 16 + len(cn), 3, 0, 0, 0) + cn
+    return _message(
+        struct.pack("=IIQiiii", PROC_EVENT_FORK, 0, 0, parent, parent, child_pid, child_tgid)
+    )
 
 
 def test_events_are_parsed_fork_exec_and_exit_only() -> None:
