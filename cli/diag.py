@@ -93,7 +93,11 @@ def diag_vm(ctx: click.Context, /, name: str, output: str, **selection: Any) -> 
 @click.pass_context
 @handle_errors
 def diag_container(ctx: click.Context, /, name: str, output: str, **selection: Any) -> None:
-    """A container: runtime state, namespaces, process tree, service reachability."""
+    """A container: runtime state, namespaces, process tree, service reachability.
+
+    Without --node (or with --all), every node is searched and only the nodes
+    running NAME report; exit 5 when every node answered and none runs it.
+    """
     run_diagnose(ctx, output, container=name, **selection)
 
 

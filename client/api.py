@@ -320,8 +320,10 @@ class NovaopsClient:
 
         For a VM without nodes (or with ``all_nodes``), the controller finds the
         node(s) hosting it; nodes it could not ask are then yielded as failures
-        when no node that answered has it. ``all_vms`` checks every domain of
-        each addressed node.
+        when no node that answered has it. A container without nodes (or with
+        ``all_nodes``) is searched for on every node: only the nodes that have
+        it yield checks; RequestRefused when every node answered and none has
+        it. ``all_vms`` checks every domain of each addressed node.
         """
         chosen = [bool(vm), bool(container), bool(network), host, all_vms]
         if sum(chosen) != 1:

@@ -336,6 +336,10 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             )
         selector = request.selector
         deadlines = request.deadlines
+        inner = request.diagnose
+        # No node named (or --all): a container is searched for on every node, each
+        # node without it answering nothing (there is no container inventory to ask).
+        search = target == "container" and not selector.nodes
         if target == "vm" and not selector.nodes:
             # No node named (or --all): diagnose the VM where the inventory finds it.
             # The lookup is charged to the overall deadline.
@@ -359,11 +363,13 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             deadlines = common_pb2.FanoutDeadlines(
                 per_node_ms=int(per_node * 1000), overall_ms=left_ms
             )
+        elif search:
+            selector = common_pb2.NodeSelector(all=True)
+            inner = executor_pb2.DiagnoseRequest(container=inner.container, skip_absent=True)
         elif not selector.all and not selector.nodes:
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, "name the nodes (--node NAME) or --all"
             )
-        inner = request.diagnose
 
         def call(
             target: FanoutTarget, timeout: float
@@ -372,11 +378,19 @@ class FleetServicer(controller_pb2_grpc.FleetServiceServicer):
             stream = self.ctx.executors.stub(target.address).Diagnose(inner, timeout=timeout)
             return stream
 
+        answered = False  # a result or an error went out
         batches = self._fan_out_batches(context, selector, deadlines, call)
         async with contextlib.aclosing(batches):
             async for outcomes in batches:
                 for message in diagnose_messages(outcomes, batched=request.batched):
+                    answered = True
                     yield message
+        if search and not answered:
+            # Every node answered and none has it (a node that could not be asked
+            # went out as an error: the container may be there).
+            await context.abort(
+                grpc.StatusCode.NOT_FOUND, f"no node runs a container named {inner.container!r}"
+            )
 
     async def ListVms(
         self, request: controller_pb2.FleetInventoryRequest, context: AioContext

@@ -53,10 +53,12 @@ class TargetKind(enum.StrEnum):
 
 @dataclass(frozen=True)
 class DiagnoseTarget:
-    """What to diagnose; ``name`` is "host" for the host."""
+    """What to diagnose; ``name`` is "host" for the host. skip_absent: a
+    container that is not on this node yields no result (a fleet-wide search)."""
 
     kind: TargetKind
     name: str = "host"
+    skip_absent: bool = False
 
     @staticmethod
     def from_request(request: executor_pb2.DiagnoseRequest) -> DiagnoseTarget:
@@ -71,7 +73,8 @@ class DiagnoseTarget:
         name = str(getattr(request, which))
         if not name:
             raise ValueError(f"DiagnoseRequest.{which} is empty")
-        return DiagnoseTarget(TargetKind(which), name)
+        kind = TargetKind(which)
+        return DiagnoseTarget(kind, name, kind is TargetKind.CONTAINER and request.skip_absent)
 
 
 # -- the parts of each target ----------------------------------------------------------------
@@ -83,6 +86,11 @@ async def _vm(sources: CheckSources, name: str) -> list[CheckResult]:
 
 async def _container(sources: CheckSources, name: str) -> list[CheckResult]:
     return container.evaluate_container(await container.gather_container(sources, name))
+
+
+async def _container_if_present(sources: CheckSources, name: str) -> list[CheckResult]:
+    evidence = await container.gather_container(sources, name)
+    return container.evaluate_container(evidence) if evidence.found else []
 
 
 async def _network(sources: CheckSources, name: str) -> list[CheckResult]:
@@ -212,7 +220,10 @@ async def run_diagnose_batches(
     timeout = sources.timings.per_check
     single = {
         TargetKind.VM: ("vm", _vm),
-        TargetKind.CONTAINER: ("container", _container),
+        TargetKind.CONTAINER: (
+            "container",
+            _container_if_present if target.skip_absent else _container,
+        ),
         TargetKind.NETWORK: ("network", _network),
     }
     if target.kind in single:

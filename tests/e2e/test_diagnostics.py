@@ -13,6 +13,7 @@ import pytest
 
 from novaops.client.api import NovaopsClient
 from novaops.client.models import Check, NodeFailure
+from novaops.devcluster import simhost
 
 from .conftest import DevCluster, wait_for
 
@@ -106,6 +107,31 @@ def test_diag_vm_hosted_on_a_hung_node_names_that_node(five: DevCluster) -> None
     assert result.returncode == 3, result.stderr
     assert [i["node"] for i in items] == ["node-2"]
     assert items[0]["error"]["kind"] in ("deadline_exceeded", "down")
+
+
+@pytest.mark.skipif(
+    simhost.container_support() is not None,
+    reason=f"no simulated containers: {simhost.container_support()}",
+)
+def test_diag_container_without_a_node_searches_every_node(five: DevCluster) -> None:
+    # Each simulated node runs <node>-app-1, one of whose two declared ports is closed.
+    for selection in ((), ("--all",)):
+        result = five.cli("diag", "container", "node-4-app-1", *selection, "--output", "json")
+        assert result.returncode == 1, result.stderr
+        checks = json.loads(result.stdout)
+        assert {c["node"] for c in checks} == {"node-4"}, selection
+        statuses = [(c["check_id"], c["status"]) for c in checks]
+        assert statuses[0] == ("container.locate", "ok")
+        assert ("container.port", "fail") in statuses
+    missing = five.cli("diag", "container", "no-such-app")
+    assert missing.returncode == 5, missing.stdout
+    assert missing.stderr.strip() == "novaops: no node runs a container named 'no-such-app'"
+    # A node named with --node still says the container is not there.
+    named = five.cli("diag", "container", "no-such-app", "--node", "node-2", "--output", "json")
+    assert named.returncode == 1, named.stderr
+    assert [(c["node"], c["check_id"], c["status"]) for c in json.loads(named.stdout)] == [
+        ("node-2", "container.locate", "fail")
+    ]
 
 
 def test_an_unknown_node_name_is_a_usage_error(five: DevCluster) -> None:

@@ -26,6 +26,7 @@ from novaops.executor.checks.model import CheckResult, Status
 from novaops.executor.checks.runner import DiagnoseTarget, TargetKind, run_diagnose
 from novaops.executor.checks.sources import CheckSources, CheckTimings, ContainerLocation
 from novaops.executor.hostroot import HostRoot
+from novaops.v1 import executor_pb2
 
 OPEN_PORT, CLOSED_PORT = 8080, 9090
 
@@ -204,3 +205,34 @@ async def test_libvirt_lxc_domain_found_from_its_host_state(
     results = await _diag(replace(sources, lxc_containers=lambda: located), "shop")
     ports = {r.evidence["port"]: r.status for r in results if r.check_id == "container.port"}
     assert ports == {str(OPEN_PORT): Status.OK, str(CLOSED_PORT): Status.FAIL}
+
+
+async def test_a_fleet_search_skips_only_a_container_that_is_not_there(
+    container: tuple[CheckSources, int], tmp_path: Path
+) -> None:
+    """skip_absent (the controller's search of every node): no result where the
+    container is not found; where it is, or its state is unreadable, the same
+    results as a diagnosis of that node."""
+    sources, _ = container
+
+    async def search(name: str) -> list[tuple[str, Status]]:
+        target = DiagnoseTarget(TargetKind.CONTAINER, name, skip_absent=True)
+        return [(r.check_id, r.status) async for r in run_diagnose(target, sources)]
+
+    assert await search("ghost") == []
+    assert await search("web") == [(r.check_id, r.status) for r in await _diag(sources, "web")]
+    assert ("container.port", Status.FAIL) in await search("web")
+    broken = tmp_path / "root/run/runc/broken"
+    broken.mkdir(parents=True)
+    (broken / "state.json").write_text("{not json")
+    assert await search("broken") == [("container.locate", Status.ERROR)]
+
+
+def test_skip_absent_is_read_for_containers_only() -> None:
+    def target(**fields: object) -> DiagnoseTarget:
+        return DiagnoseTarget.from_request(executor_pb2.DiagnoseRequest(**fields))  # type: ignore[arg-type]
+
+    assert target(container="web", skip_absent=True).skip_absent
+    assert not target(container="web").skip_absent
+    assert not target(vm="web", skip_absent=True).skip_absent
+    assert not target(host=True, skip_absent=True).skip_absent

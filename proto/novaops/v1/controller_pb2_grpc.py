@@ -533,7 +533,11 @@ class FleetServiceServicer:
         raise NotImplementedError("Method not implemented!")
 
     def Diagnose(self, request, context):
-        """Diagnostic checks on nodes."""
+        """Diagnostic checks on nodes. Without nodes named (or with `all`), a `vm` is
+        located through the nodes' inventories and a `container` is searched for on
+        every node (see DiagnoseRequest.skip_absent); NOT_FOUND when every node
+        answered and none has it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details("Method not implemented!")
         raise NotImplementedError("Method not implemented!")

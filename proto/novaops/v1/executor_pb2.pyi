@@ -49,17 +49,19 @@ class GetInventoryRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class DiagnoseRequest(_message.Message):
-    __slots__ = ("vm", "container", "network", "host", "all_vms")
+    __slots__ = ("vm", "container", "network", "host", "all_vms", "skip_absent")
     VM_FIELD_NUMBER: _ClassVar[int]
     CONTAINER_FIELD_NUMBER: _ClassVar[int]
     NETWORK_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     ALL_VMS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_ABSENT_FIELD_NUMBER: _ClassVar[int]
     vm: str
     container: str
     network: str
     host: bool
     all_vms: bool
+    skip_absent: bool
     def __init__(
         self,
         vm: _Optional[str] = ...,
@@ -67,6 +69,7 @@ class DiagnoseRequest(_message.Message):
         network: _Optional[str] = ...,
         host: _Optional[bool] = ...,
         all_vms: _Optional[bool] = ...,
+        skip_absent: _Optional[bool] = ...,
     ) -> None: ...
 
 class RecoverRequest(_message.Message):
