@@ -366,22 +366,50 @@ def automation_state(state: Any) -> None:
     console.print(f"  auto-quarantined: {state.auto_quarantined}")
 
 
+def byte_size(count: int) -> str:
+    """count bytes in binary units, e.g. "512 B", "1.5 KiB", "81.7 TiB"."""
+    value = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024:
+            return f"{count} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"
+
+
+def cpu_time(nanoseconds: int) -> str:
+    """CPU time as an operator reads it: "12.3 s" under a minute, else "2h 05m 07s"."""
+    seconds = nanoseconds / 1e9
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+
+
 def vm_stats(stats: Any) -> None:
+    """One VM's counters, in readable units (``-o json`` has the exact figures)."""
     console = _console()
     console.print(f"[bold]{stats.vm}[/] on {stats.node} (at {stats.observed_at})")
-    console.print(f"  cpu time: {stats.cpu_time_ns / 1e9:.1f} s")
-    console.print(f"  memory:   {stats.memory_kib // 1024} MiB (rss {stats.rss_kib // 1024} MiB)")
+    if not stats.running:
+        console.print("  not running: no CPU, disk or interface counters")
+        console.print(f"  memory:   {byte_size(stats.memory_kib * 1024)} configured")
+        return
+    console.print(f"  cpu time: {cpu_time(stats.cpu_time_ns)}")
+    rss = byte_size(stats.rss_kib * 1024) if stats.rss_kib else "-"  # not reported
+    console.print(f"  memory:   {byte_size(stats.memory_kib * 1024)} current, rss {rss}")
     for block in stats.block:
         console.print(
-            f"  disk {block['device']}: read {block['read_bytes']} B, "
-            f"write {block['write_bytes']} B, errors {block['errors']}"
+            f"  disk {block['device']}: read {byte_size(block['read_bytes'])} "
+            f"({block['read_requests']} requests), write {byte_size(block['write_bytes'])} "
+            f"({block['write_requests']} requests), errors {block['errors']}"
         )
     for nic in stats.interfaces:
         errors = nic["rx_errors"] + nic["tx_errors"]
         drops = nic["rx_drops"] + nic["tx_drops"]
         console.print(
-            f"  nic {nic['device']}: rx {nic['rx_bytes']} B, tx {nic['tx_bytes']} B, "
-            f"errors {errors}, drops {drops}"
+            f"  nic {nic['device']}: rx {byte_size(nic['rx_bytes'])} "
+            f"({nic['rx_packets']} packets), tx {byte_size(nic['tx_bytes'])} "
+            f"({nic['tx_packets']} packets), errors {errors}, drops {drops}"
         )
 
 

@@ -560,12 +560,14 @@ class VmStatsView:
     block: list[dict[str, Any]]
     interfaces: list[dict[str, Any]]
     observed_at: str | None
+    running: bool = True  # False: no CPU, disk or interface counters; memory is configured
 
     @staticmethod
     def from_proto(stats: Any) -> VmStatsView:
         return VmStatsView(
             node=stats.node,
             vm=stats.vm,
+            running=not stats.inactive,
             cpu_time_ns=stats.cpu_time_ns,
             memory_kib=stats.memory_kib,
             rss_kib=stats.rss_kib,

@@ -224,13 +224,15 @@ class InterfaceCounters:
 
 @dataclass(frozen=True)
 class DomainCounters:
-    """Counters of one domain; zeros and no devices when it is not running."""
+    """Counters of one domain; when it is not running (active False), zeros and no
+    devices, and memory_kib its configured memory."""
 
     cpu_time_ns: int = 0
     memory_kib: int = 0
     rss_kib: int = 0
     block: tuple[BlockCounters, ...] = ()
     interfaces: tuple[InterfaceCounters, ...] = ()
+    active: bool = True
 
 
 # (domain, event, detail) with libvirt's symbolic names; called on libvirt's event thread.
@@ -638,9 +640,9 @@ class LibvirtConnection:
         return await self._call(read)
 
     def _counters(self, dom: Any) -> DomainCounters:
-        if dom.isActive() != 1:
-            return DomainCounters()
         _, _, memory_kib, _, cpu_time_ns = dom.info()
+        if dom.isActive() != 1:
+            return DomainCounters(memory_kib=int(memory_kib), active=False)
         try:
             rss_kib = int(dom.memoryStats().get("rss", 0))
         except self._libvirt.libvirtError:

@@ -122,7 +122,7 @@ class FakeLibvirt:
         if domain is None:
             raise DomainNotFound(f"Domain not found: no domain with matching name '{name}'")
         if domain.state not in (RUNNING, PAUSED, BLOCKED, CRASHED):
-            return DomainCounters()
+            return DomainCounters(memory_kib=domain.memory_kib, active=False)
         return replace(domain.counters)
 
     async def close(self) -> None:

@@ -377,6 +377,7 @@ class ExecutorServicer(executor_pb2_grpc.ExecutorServiceServicer):
             cpu_time_ns=counters.cpu_time_ns,
             memory_kib=counters.memory_kib,
             rss_kib=counters.rss_kib,
+            inactive=not counters.active,
             block=[
                 executor_pb2.BlockStats(
                     device=b.device,

@@ -134,6 +134,29 @@ def test_diag_container_without_a_node_searches_every_node(five: DevCluster) -> 
     ]
 
 
+def test_vm_stats_finds_the_node_and_reads_libvirt_counters(five: DevCluster) -> None:
+    stats = five.json("vm", "stats", "node-3-web-1")  # running
+    assert (stats["node"], stats["running"]) == ("node-3", True)
+    assert stats["cpu_time_ns"] > 0 and stats["memory_kib"] > 0
+    assert [b["device"] for b in stats["block"]] == ["vda"]
+    assert [i["device"] for i in stats["interfaces"]] == ["vtap3-0"]
+    table = five.cli("vm", "stats", "node-3-web-1").stdout
+    assert "cpu time:" in table and "disk vda: read" in table
+    off = five.json("vm", "stats", "node-3-batch-1")  # shut off: only its memory
+    assert (off["running"], off["cpu_time_ns"], off["block"]) == (False, 0, [])
+    assert off["memory_kib"] > 0
+    assert (
+        "not running: no CPU, disk or interface counters"
+        in five.cli("vm", "stats", "node-3-batch-1").stdout
+    )
+    missing = five.cli("vm", "stats", "no-such-vm")
+    assert missing.returncode == 5, missing.stdout
+    assert missing.stderr.strip() == "novaops: no node lists a domain named 'no-such-vm'"
+    elsewhere = five.cli("vm", "stats", "node-3-web-1", "--node", "node-1")
+    assert elsewhere.returncode == 5, elsewhere.stdout
+    assert "no domain named 'node-3-web-1' on node node-1" in elsewhere.stderr
+
+
 def test_an_unknown_node_name_is_a_usage_error(five: DevCluster) -> None:
     result = five.cli("diag", "host", "--node", "node-1", "--node", "node-99")
     assert result.returncode == 2, result.stdout

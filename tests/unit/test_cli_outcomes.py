@@ -71,3 +71,32 @@ def test_automation_wording(
     assert render.automation_wording(status) == wording
     render.cluster_status(status)
     assert f"automation:  {wording}; breaker ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("count", "text"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1536, "1.5 KiB"),
+        (4 * 1024**3, "4.0 GiB"),
+        (89816174304427, "81.7 TiB"),
+        (3 * 1024**5, "3.0 PiB"),
+    ],
+)
+def test_byte_sizes_read_in_binary_units(count: int, text: str) -> None:
+    assert render.byte_size(count) == text
+
+
+@pytest.mark.parametrize(
+    ("nanoseconds", "text"),
+    [
+        (0, "0.0 s"),
+        (12_345_000_000, "12.3 s"),
+        (125 * 10**9, "2m 05s"),
+        ((2 * 3600 + 5 * 60 + 7) * 10**9, "2h 05m 07s"),
+        (1796323486 * 10**9, "498978h 44m 46s"),
+    ],
+)
+def test_cpu_time_reads_as_hours_minutes_seconds(nanoseconds: int, text: str) -> None:
+    assert render.cpu_time(nanoseconds) == text

@@ -295,6 +295,7 @@ class VmStats(_message.Message):
         "block",
         "interfaces",
         "observed_at",
+        "inactive",
     )
     NODE_FIELD_NUMBER: _ClassVar[int]
     VM_FIELD_NUMBER: _ClassVar[int]
@@ -304,6 +305,7 @@ class VmStats(_message.Message):
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     INTERFACES_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    INACTIVE_FIELD_NUMBER: _ClassVar[int]
     node: str
     vm: str
     cpu_time_ns: int
@@ -312,6 +314,7 @@ class VmStats(_message.Message):
     block: _containers.RepeatedCompositeFieldContainer[BlockStats]
     interfaces: _containers.RepeatedCompositeFieldContainer[InterfaceStats]
     observed_at: _timestamp_pb2.Timestamp
+    inactive: bool
     def __init__(
         self,
         node: _Optional[str] = ...,
@@ -322,6 +325,7 @@ class VmStats(_message.Message):
         block: _Optional[_Iterable[_Union[BlockStats, _Mapping]]] = ...,
         interfaces: _Optional[_Iterable[_Union[InterfaceStats, _Mapping]]] = ...,
         observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...,
+        inactive: _Optional[bool] = ...,
     ) -> None: ...
 
 class BlockStats(_message.Message):
