@@ -132,6 +132,23 @@ def test_diag_container_without_a_node_searches_every_node(five: DevCluster) -> 
     assert [(c["node"], c["check_id"], c["status"]) for c in json.loads(named.stdout)] == [
         ("node-2", "container.locate", "fail")
     ]
+    # A node that cannot answer is named: the container may be there.
+    pid = five.pid("node-2")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        hung = [
+            five.cli("diag", "container", name, "--node-timeout", "2", "--output", "json")
+            for name in ("node-4-app-1", "no-such-app")
+        ]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    found, absent = hung
+    assert found.returncode == 1, found.stderr
+    items = json.loads(found.stdout)
+    assert {i["node"] for i in items if "check_id" in i} == {"node-4"}
+    assert [i["node"] for i in items if "error" in i] == ["node-2"]
+    assert absent.returncode == 3, absent.stderr
+    assert [i["node"] for i in json.loads(absent.stdout)] == ["node-2"]
 
 
 def test_vm_stats_finds_the_node_and_reads_libvirt_counters(five: DevCluster) -> None:
