@@ -171,10 +171,6 @@ def _failures(failures: Sequence[Any]) -> None:
         console.print(f"[red]{failure.node}: {failure.kind}[/]: {escape(failure.message)}")
 
 
-def _mib(value: int) -> str:
-    return f"{value / 1024:.1f} GiB" if value >= 1024 else f"{value} MiB"
-
-
 def _uptime(seconds: int) -> str:
     if not seconds:
         return "-"
@@ -200,7 +196,7 @@ def vms_table(vms: Sequence[Any], failures: Sequence[Any]) -> None:
             f"[{style}]{vm.state}[/]",
             vm.state_reason or "-",
             str(vm.vcpus),
-            _mib(vm.memory_mib),
+            byte_size(vm.memory_mib * 1024 * 1024),
             _uptime(vm.uptime_seconds),
         )
     _console().print(table)

@@ -14,6 +14,7 @@ import pytest
 from novaops.client.api import NovaopsClient
 from novaops.client.models import Check, NodeFailure
 from novaops.devcluster import simhost
+from novaops.devcluster.simnode import plan_node
 
 from .conftest import DevCluster, wait_for
 
@@ -172,6 +173,47 @@ def test_vm_stats_finds_the_node_and_reads_libvirt_counters(five: DevCluster) ->
     elsewhere = five.cli("vm", "stats", "node-3-web-1", "--node", "node-1")
     assert elsewhere.returncode == 5, elsewhere.stdout
     assert "no domain named 'node-3-web-1' on node node-1" in elsewhere.stderr
+
+
+def test_vm_list_is_the_fleet_view_of_every_planned_domain(five: DevCluster) -> None:
+    wait_for(lambda: sum(n["state"] == "up" for n in five.json("node", "list")) == 5, 30, "5 up")
+    vms = five.json("vm", "list")
+    expected = {
+        (node, d.name): d for i, node in enumerate(NODES, 1) for d in plan_node(node, i).domains
+    }
+    assert {(v["node"], v["name"]) for v in vms} == set(expected)
+    assert [(v["node"], v["name"]) for v in vms] == sorted(expected)  # grouped by node
+    for vm in vms:
+        planned = expected[(vm["node"], vm["name"])]
+        assert (vm["uuid"], vm["vcpus"]) == (planned.uuid, planned.vcpus)
+        assert vm["memory_mib"] * 1024 == planned.memory_kib
+        assert vm["state"] == planned.state.name.lower()
+        # Uptime is the age of the QEMU process, which the simulated host starts
+        # for running and paused domains (a crashed one has lost its process).
+        has_process = vm["state"] in ("running", "paused")
+        assert (0 < vm["uptime_seconds"] < 3600) == has_process, vm
+        assert vm["state_reason"], vm  # libvirt's reason name ("unknown" from the test driver)
+
+    one = five.json("vm", "list", "--node", "node-2")
+    assert {v["node"] for v in one} == {"node-2"} and len(one) == sum(
+        node == "node-2" for node, _ in expected
+    )
+    table = five.cli("vm", "list", "--node", "node-2")
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].startswith(f"{len(one)} VM(s)")
+    assert any("node-2-web-1" in line and "running" in line and "iB" in line for line in lines)
+
+    pid = five.pid("node-5")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        hung = five.cli("vm", "list", "--node-timeout", "2", "-o", "json")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert hung.returncode == 3, hung.stderr  # the others listed, one node unreachable
+    items = json.loads(hung.stdout)
+    assert [i["node"] for i in items if "error" in i] == ["node-5"]
+    assert {i["node"] for i in items if "name" in i} == set(NODES) - {"node-5"}
 
 
 def test_an_unknown_node_name_is_a_usage_error(five: DevCluster) -> None:
