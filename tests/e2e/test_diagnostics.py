@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,7 @@ from novaops.client.models import Check, NodeFailure
 from novaops.devcluster import simhost
 from novaops.devcluster.simnode import plan_node
 
-from .conftest import DevCluster, wait_for
+from .conftest import NOVAOPS, DevCluster, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 NODES = [f"node-{i}" for i in range(1, 6)]
@@ -76,6 +77,42 @@ def test_a_hung_node_gets_a_deadline_error_while_others_complete(five: DevCluste
     assert {i["node"] for i in items if "check_id" in i} == set(NODES) - {"node-4"}
     assert elapsed < 3 + 6  # the deadline plus process start-up, never the hung node's pace
     assert result.returncode in (1, 3)
+
+
+def test_jsonl_streams_each_result_as_it_arrives(five: DevCluster) -> None:
+    """Hung nodes hold back only their own lines: node-1's results are printed (one
+    JSON object per line, flushed each) while the others' deadline still runs."""
+    wait_for(lambda: sum(n["state"] == "up" for n in five.json("node", "list")) == 5, 30, "5 up")
+    deadline = 5.0
+    hung = NODES[1:]  # node-1's few results fit in a pipe buffer: unflushed, they would wait
+    pids = [five.pid(node) for node in hung]
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        args = ["diag", "host", "--all", "--node-timeout", str(deadline), "-o", "jsonl"]
+        with subprocess.Popen(
+            [*NOVAOPS, "--config", str(five.config), *args],
+            stdout=subprocess.PIPE,
+            text=True,
+            # As an operator's pipe into jq: block-buffered unless the CLI flushes.
+            env={k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"},
+        ) as proc:
+            assert proc.stdout is not None
+            lines = [(time.monotonic() - started, line) for line in proc.stdout]
+            code = proc.wait(timeout=60)
+    finally:
+        for pid in pids:
+            os.kill(pid, signal.SIGCONT)
+    items = [json.loads(line) for _, line in lines]
+    assert all(isinstance(i, dict) for i in items)
+    assert {i["node"] for i in items if "check_id" in i} == {"node-1"}
+    errors = [(at, i) for (at, _), i in zip(lines, items, strict=True) if "error" in i]
+    assert sorted(i["node"] for _, i in errors) == hung
+    assert all(i["error"]["kind"] == "deadline_exceeded" for _, i in errors)
+    first_at = lines[0][0]
+    assert first_at < errors[0][0] - deadline / 2, (first_at, errors[0][0])
+    assert code in (1, 3)
 
 
 def test_vm_health_report_is_one_fan_out_over_every_vm(five: DevCluster) -> None:
